@@ -1,0 +1,64 @@
+// Element access for CPU kernels: load any supported dtype as f32, store f32 as any dtype.
+// 16-bit types are distinct tag structs so templates can dispatch on them.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+#include "shortconv/dtype.hpp"
+#include "shortconv/half.hpp"
+
+namespace shortconv::cpu {
+
+struct bf16_t {
+  std::uint16_t bits;
+};
+struct f16_t {
+  std::uint16_t bits;
+};
+
+inline float to_f32(float v) { return v; }
+inline float to_f32(bf16_t v) { return std::bit_cast<float>(static_cast<std::uint32_t>(v.bits) << 16); }
+inline float to_f32(f16_t v) {
+#if defined(__FLT16_MANT_DIG__)
+  return static_cast<float>(std::bit_cast<_Float16>(v.bits));  // vcvtph2ps where F16C exists
+#else
+  return f16_to_float(v.bits);
+#endif
+}
+
+template <class T>
+T from_f32(float v);
+template <>
+inline float from_f32<float>(float v) { return v; }
+template <>
+inline bf16_t from_f32<bf16_t>(float v) { return {float_to_bf16(v)}; }
+template <>
+inline f16_t from_f32<f16_t>(float v) {
+#if defined(__FLT16_MANT_DIG__)
+  return {std::bit_cast<std::uint16_t>(static_cast<_Float16>(v))};
+#else
+  return {float_to_f16(v)};
+#endif
+}
+
+/// Reads element `i` of a buffer of runtime dtype `dtype` as f32 (for small, cold data).
+inline float load_as_f32(const void* p, DType dtype, std::int64_t i) {
+  switch (dtype) {
+    case DType::f32: return static_cast<const float*>(p)[i];
+    case DType::bf16: return to_f32(static_cast<const bf16_t*>(p)[i]);
+    case DType::f16: return to_f32(static_cast<const f16_t*>(p)[i]);
+  }
+  return 0.0f;
+}
+
+/// Writes f32 `v` as element `i` of a buffer of runtime dtype `dtype`.
+inline void store_from_f32(void* p, DType dtype, std::int64_t i, float v) {
+  switch (dtype) {
+    case DType::f32: static_cast<float*>(p)[i] = v; break;
+    case DType::bf16: static_cast<bf16_t*>(p)[i] = from_f32<bf16_t>(v); break;
+    case DType::f16: static_cast<f16_t*>(p)[i] = from_f32<f16_t>(v); break;
+  }
+}
+
+}  // namespace shortconv::cpu

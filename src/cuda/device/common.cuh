@@ -1,0 +1,100 @@
+// Device-side helpers shared by the CUDA kernels: dtype conversion, packed vector access and
+// the f32 view of small runtime-typed buffers (weights, bias).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "shortconv/dtype.hpp"
+
+namespace shortconv::cuda {
+
+__device__ __forceinline__ std::int64_t min64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ std::int64_t max64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+template <class T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+/// Element `i` of a runtime-typed buffer, as f32.
+__device__ __forceinline__ float load_any(const void* p, DType dtype, std::int64_t i) {
+  switch (dtype) {
+    case DType::f32: return static_cast<const float*>(p)[i];
+    case DType::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::f16: return __half2float(static_cast<const __half*>(p)[i]);
+  }
+  return 0.0f;
+}
+
+/// Writes f32 `v` as element `i` of a runtime-typed buffer.
+__device__ __forceinline__ void store_any(void* p, DType dtype, std::int64_t i, float v) {
+  switch (dtype) {
+    case DType::f32: static_cast<float*>(p)[i] = v; break;
+    case DType::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); break;
+    case DType::f16: static_cast<__half*>(p)[i] = __float2half_rn(v); break;
+  }
+}
+
+/// kVec elements of T moved as one aligned access (16 bytes for 8 x bf16 or 4 x f32).
+template <class T, int kVec>
+struct alignas(sizeof(T) * kVec) Pack {
+  T v[kVec];
+};
+
+/// Loads kVec consecutive elements as f32: one packed access when `packed`, else `n` scalar
+/// loads (the rest are zero). `packed` must only be true for kVec-aligned addresses.
+template <class T, int kVec>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, bool packed, int n, float (&out)[kVec]) {
+  if (packed) {
+    const Pack<T, kVec> pk = *reinterpret_cast<const Pack<T, kVec>*>(p);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) out[i] = to_f32(pk.v[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) out[i] = i < n ? to_f32(p[i]) : 0.0f;
+  }
+}
+
+/// Stores kVec f32 values as T; see load_vec for `packed` and `n`.
+template <class T, int kVec>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, bool packed, int n, const float (&in)[kVec]) {
+  if (packed) {
+    Pack<T, kVec> pk;
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) pk.v[i] = from_f32<T>(in[i]);
+    *reinterpret_cast<Pack<T, kVec>*>(p) = pk;
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i)
+      if (i < n) p[i] = from_f32<T>(in[i]);
+  }
+}
+
+/// Maps shortconv dtypes to CUDA element types.
+template <DType kDtype>
+struct CudaType;
+template <>
+struct CudaType<DType::f32> {
+  using type = float;
+};
+template <>
+struct CudaType<DType::bf16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct CudaType<DType::f16> {
+  using type = __half;
+};
+
+}  // namespace shortconv::cuda

@@ -1,0 +1,57 @@
+// Host-side launch geometry shared by the CUDA kernels, and the launcher entry points that
+// src/cuda/register.cpp puts in the registry.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../params.hpp"
+
+namespace shortconv::cuda {
+
+/// How a launch tiles [B, T, C]: each thread owns `vec` consecutive channels and a run of
+/// `tokens_per_thread` tokens; a block is block_x channel groups by block_y token runs. Jobs
+/// (one per block-sized tile) are flattened into one int64 index that blocks stride over, so no
+/// grid dimension limit applies.
+struct Geometry {
+  int vec = 1;
+  int block_x = 32, block_y = 4;
+  std::int64_t tokens_per_thread = 32;
+  std::int64_t tiles_per_seq = 1;  // token tiles of block_y * tokens_per_thread along T
+  std::int64_t cblocks = 1;        // channel tiles of block_x * vec along C
+  std::int64_t jobs = 1;           // batch * tiles_per_seq * cblocks
+  unsigned grid = 1;
+};
+
+inline Geometry make_geometry(const detail::ConvShape& s, int vec, std::int64_t tokens_per_thread, int threads,
+                              int sm_count) {
+  Geometry g;
+  g.vec = vec;
+  const std::int64_t cvecs = (s.channels + vec - 1) / vec;
+  int bx = 1;
+  while (bx < 32 && bx < cvecs) bx *= 2;
+  g.block_x = bx;
+  g.block_y = threads / bx;
+  g.tokens_per_thread = std::max<std::int64_t>(1, std::min(tokens_per_thread, s.seqlen));
+  const std::int64_t tile_tokens = g.block_y * g.tokens_per_thread;
+  g.tiles_per_seq = (s.seqlen + tile_tokens - 1) / tile_tokens;
+  g.cblocks = (cvecs + bx - 1) / bx;
+  g.jobs = s.batch * g.tiles_per_seq * g.cblocks;
+  const std::int64_t max_grid = static_cast<std::int64_t>(sm_count) * 64;
+  g.grid = static_cast<unsigned>(std::min(g.jobs, max_grid));
+  return g;
+}
+
+/// Multiprocessor count of `device` (cached per device).
+int sm_count(int device);
+
+template <DType kDtype>
+void forward_fast(const detail::ForwardParams& p);
+template <DType kDtype>
+void backward_fast(const detail::BackwardParams& p);
+template <DType kDtype>
+void forward_naive(const detail::ForwardParams& p);
+template <DType kDtype>
+void backward_naive(const detail::BackwardParams& p);
+
+}  // namespace shortconv::cuda
