@@ -1,0 +1,49 @@
+// Device-side measurement for `shortconv bench`: per-call timers and the copy-bandwidth probe.
+// The CUDA implementations live behind SHORTCONV_TOOL_CUDA in timing.cpp; callers never include
+// CUDA headers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "shortconv/shortconv.hpp"
+
+namespace shortconv::tool {
+
+/// Measured bandwidth of a plain copy on one device, counting bytes read plus bytes written.
+struct CopyBandwidth {
+  double gbps = 0.0;             // decimal GB/s, median over the runs
+  std::int64_t buffer_bytes = 0;  // size of the copied buffer
+  std::string method;            // how it was measured, for the report header
+};
+
+/// Copies a large buffer a few times on `device` and returns the median bandwidth.
+CopyBandwidth measure_copy_bandwidth(Device device);
+
+/// Name of a CUDA device from cudaGetDeviceProperties; throws Unsupported without CUDA.
+std::string cuda_device_name(int index);
+
+/// Makes `device` current for the calling thread (CUDA only; a no-op on the CPU).
+void make_current(Device device);
+
+/// Times one call at a time: steady_clock on the CPU, a pair of CUDA events on `stream`.
+class CallTimer {
+ public:
+  explicit CallTimer(const Stream& stream);
+  ~CallTimer();
+  CallTimer(const CallTimer&) = delete;
+  CallTimer& operator=(const CallTimer&) = delete;
+
+  /// Marks the start of the call (enqueues an event on CUDA).
+  void start();
+  /// Marks the end, waits for the device and returns the elapsed milliseconds.
+  double stop_ms();
+
+ private:
+  Stream stream_;
+  std::int64_t start_ns_ = 0;    // CPU
+  void* start_event_ = nullptr;  // cudaEvent_t
+  void* stop_event_ = nullptr;   // cudaEvent_t
+};
+
+}  // namespace shortconv::tool
