@@ -1,0 +1,166 @@
+// CUDA backend against the fp64 reference and the CPU backend. Every test skips cleanly when no
+// GPU is visible (CI builds the CUDA code but has no device).
+#include "harness.hpp"
+
+namespace shortconv::test {
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device"
+
+std::vector<Problem> cuda_problems() {
+  std::vector<Problem> out = sweep_problems();
+  // Every width bucket and the generic path, edge lengths, all dtypes, strided and not.
+  const std::int64_t widths[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 31, 32, 64, 100};
+  for (std::int64_t K : widths) {
+    std::vector<std::int64_t> lengths = {1, K - 1, K, K + 1, 257, 2053};
+    std::sort(lengths.begin(), lengths.end());
+    lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+    for (std::int64_t T : lengths)
+      for (DType d : {DType::f32, DType::bf16, DType::f16}) {
+        if (T < 1) continue;
+        out.push_back({2, T, 264, K, d, d, true, T % 2 == 1});
+        out.push_back({1, T, 7, K, d, DType::f32, false, T % 2 == 0});
+      }
+  }
+  return out;
+}
+
+class CudaSweep : public testing::TestWithParam<Problem> {};
+
+TEST_P(CudaSweep, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  expect_problem_ok(GetParam(), Device::cuda(0), 4321 + GetParam().T * 5 + GetParam().K);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaSweep, testing::ValuesIn(cuda_problems()), problem_name);
+
+TEST(CudaVsCpu, SameInputsAgreeWithinTolerance) {
+  SKIP_WITHOUT_GPU();
+  for (const Problem& p : {Problem{4, 1000, 520, 4, DType::bf16, DType::bf16, true, false},
+                           Problem{2, 777, 96, 7, DType::f32, DType::f32, true, true},
+                           Problem{3, 300, 40, 33, DType::f16, DType::f32, true, false}}) {
+    const ProblemResult gpu = run_problem(p, Device::cuda(0), 11);
+    const ProblemResult cpu = run_problem(p, Device::cpu(), 11);
+    for (std::size_t i = 0; i < gpu.comparisons.size(); ++i) {
+      EXPECT_TRUE(gpu.comparisons[i].ok()) << p.name() << " cuda " << gpu.comparisons[i].str();
+      EXPECT_TRUE(cpu.comparisons[i].ok()) << p.name() << " cpu " << cpu.comparisons[i].str();
+    }
+    // Outputs decoded from both backends differ by no more than twice the per-dtype tolerance.
+    for (std::size_t o = 0; o < gpu.raw.size(); ++o) {
+      const DType dt = o < 2 ? p.dtype : p.wdtype;
+      const std::size_t es = dtype_size(dt);
+      const std::size_t n = std::min(gpu.raw[o].size(), cpu.raw[o].size()) / es;
+      double worst = 0.0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const double a = decode(dt, gpu.raw[o].data(), static_cast<std::int64_t>(i));
+        const double b = decode(dt, cpu.raw[o].data(), static_cast<std::int64_t>(i));
+        if (std::isnan(a) && std::isnan(b)) continue;  // poison in the gaps of both
+        worst = std::max(worst, std::fabs(a - b) / (1e-5 + 2 * rel_tolerance(dt) * (std::fabs(b) + 1)));
+      }
+      EXPECT_LE(worst, 1.0) << p.name() << " output " << o << " cuda vs cpu";
+    }
+  }
+}
+
+TEST(CudaDeterminism, BitwiseRunToRun) {
+  SKIP_WITHOUT_GPU();
+  for (const Problem& p : {Problem{4, 4096, 512, 4, DType::bf16, DType::bf16, true, false},
+                           Problem{2, 3000, 96, 32, DType::f32, DType::f32, true, true}}) {
+    const ProblemResult a = run_problem(p, Device::cuda(0), 3);
+    const ProblemResult b = run_problem(p, Device::cuda(0), 3);
+    for (std::size_t i = 0; i < a.raw.size(); ++i) EXPECT_EQ(a.raw[i], b.raw[i]) << p.name() << " output " << i;
+  }
+}
+
+TEST(CudaNaive, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  for (const Problem& p : {Problem{2, 37, 33, 4, DType::f32, DType::f32, true, true},
+                           Problem{3, 100, 64, 7, DType::bf16, DType::f32, true, false}})
+    expect_problem_ok(p, Device::cuda(0), 5, Variant::naive);
+}
+
+TEST(CudaStream, WorkOnAnOwnedStream) {
+  SKIP_WITHOUT_GPU();
+  OwnedStream stream(Device::cuda(0));
+  std::mt19937_64 rng(8);
+  const std::int64_t B = 2, T = 513, C = 128, K = 4;
+  Buffer x(DType::bf16, {B, T, C}, Device::cuda(0)), y(DType::bf16, {B, T, C}, Device::cuda(0));
+  Buffer w(DType::bf16, {C, K}, Device::cuda(0));
+  const auto xv = x.fill_random(rng);
+  const auto wv = w.fill_random(rng);
+  conv1d_forward(x.view(), w.view(), nullptr, y.view(), stream);
+  synchronize(stream);
+  const Comparison c = compare("y", y.download(), ref_forward({B, T, C, K}, xv, wv, nullptr), DType::bf16);
+  EXPECT_TRUE(c.ok()) << c.str();
+}
+
+// ---- sizes past 32-bit indexing and grid limits -------------------------------------------
+
+// Deterministic pseudo-random value for element i, in [-1, 1), exact in bf16.
+double pattern(std::uint64_t i, std::uint64_t salt) {
+  std::uint64_t z = (i + salt) * 0x9E3779B97F4A7C15ull;
+  z ^= z >> 31;
+  z *= 0xBF58476D1CE4E5B9ull;
+  z ^= z >> 29;
+  return static_cast<double>(static_cast<std::int64_t>(z >> 56) - 128) / 128.0;
+}
+
+TEST(CudaBig, MoreThan2To31Elements) {
+  SKIP_WITHOUT_GPU();
+  const std::int64_t B = 1, T = std::int64_t{1} << 18, C = 8200, K = 4;  // 2.15e9 elements
+  const std::int64_t n = B * T * C;
+  ASSERT_GT(n, std::int64_t{1} << 31);
+  std::vector<std::uint16_t> host(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) host[i] = float_to_bf16(static_cast<float>(pattern(i, 1)));
+  std::vector<std::uint16_t> wh(C * K);
+  for (std::int64_t i = 0; i < C * K; ++i) wh[i] = float_to_bf16(static_cast<float>(pattern(i, 2)));
+  Tensor x(DType::bf16, {B, T, C}, Device::cuda(0)), y(DType::bf16, {B, T, C}, Device::cuda(0));
+  Tensor w(DType::bf16, {C, K}, Device::cuda(0)), dw(DType::bf16, {C, K}, Device::cuda(0));
+  x.copy_from_host(host.data());
+  w.copy_from_host(wh.data());
+  conv1d_forward(x, w, nullptr, y);
+  // dy = x: dw[c,k] = sum_t x[t+k-3] x[t].
+  conv1d_backward({.x = x, .weight = w, .dy = x, .dweight = dw.view()});
+  std::vector<std::uint16_t> yh(static_cast<std::size_t>(n)), dwh(C * K);
+  y.copy_to_host(yh.data());
+  dw.copy_to_host(dwh.data());
+  auto xval = [&](std::int64_t t, std::int64_t c) { return static_cast<double>(bf16_to_float(host[t * C + c])); };
+  // Rows near the start, the 2^31 boundary and the end; every channel of each.
+  for (std::int64_t t : {std::int64_t{0}, std::int64_t{2}, (std::int64_t{1} << 31) / C, (std::int64_t{1} << 31) / C + 1, T - 1}) {
+    for (std::int64_t c = 0; c < C; ++c) {
+      double ref = 0.0, mag = 0.0;
+      for (std::int64_t k = 0; k < K; ++k)
+        if (t + k - (K - 1) >= 0) {
+          const double term = bf16_to_float(wh[c * K + k]) * xval(t + k - (K - 1), c);
+          ref += term;
+          mag += std::fabs(term);
+        }
+      ASSERT_NEAR(bf16_to_float(yh[t * C + c]), ref, 1e-6 + rel_tolerance(DType::bf16) * mag) << "t " << t << " c " << c;
+    }
+  }
+  for (std::int64_t c : {std::int64_t{0}, std::int64_t{4097}, C - 1})
+    for (std::int64_t k = 0; k < K; ++k) {
+      double ref = 0.0, mag = 0.0;
+      for (std::int64_t t = K - 1 - k; t < T; ++t) {
+        const double term = xval(t + k - (K - 1), c) * xval(t, c);
+        ref += term;
+        mag += std::fabs(term);
+      }
+      ASSERT_NEAR(bf16_to_float(dwh[c * K + k]), ref, 1e-3 + rel_tolerance(DType::bf16) * mag) << "c " << c << " k " << k;
+    }
+}
+
+TEST(CudaBig, MillionChannels) {
+  SKIP_WITHOUT_GPU();
+  expect_problem_ok({2, 3, std::int64_t{1} << 20, 4, DType::bf16, DType::bf16, true, false}, Device::cuda(0), 17);
+}
+
+TEST(CudaBig, SixteenMillionTokens) {
+  SKIP_WITHOUT_GPU();
+  expect_problem_ok({1, std::int64_t{1} << 24, 3, 4, DType::f32, DType::f32, true, false}, Device::cuda(0), 19);
+  expect_problem_ok({4096, 4096, 2, 3, DType::bf16, DType::f32, true, false}, Device::cuda(0), 23);
+}
+
+}  // namespace
+}  // namespace shortconv::test
