@@ -161,16 +161,17 @@ int run_bench(const BenchOptions& o) {
   const double fwd_bytes = 2.0 * static_cast<double>(act_bytes);  // read x, write y
   const double bwd_bytes = 3.0 * static_cast<double>(act_bytes);  // read x and dy, write dx
 
-  std::printf("shortconv bench\n");
-  std::printf("  device  %s\n", device_desc.c_str());
-  std::printf("  dtype   %s (weight and bias %s)\n", std::string(dtype_name(dtype)).c_str(),
-              std::string(dtype_name(wdtype)).c_str());
-  std::printf("  shape   B=%lld T=%lld C=%lld K=%lld; x is %s; %d buffer set%s\n", static_cast<long long>(B),
-              static_cast<long long>(T), static_cast<long long>(C), static_cast<long long>(K),
-              bytes_str(static_cast<double>(act_bytes)).c_str(), sets, sets == 1 ? "" : "s (rotated)");
-  std::printf("  copy    %.1f GB/s (%s, median)\n", copy.gbps, copy.method.c_str());
-  std::printf("  bytes   forward x + y = %s; backward x + dy + dx = %s (weights ignored)\n", bytes_str(fwd_bytes).c_str(),
-              bytes_str(bwd_bytes).c_str());
+  // One summary line (device, dtype, shape, copy bandwidth), then how each number was obtained.
+  std::printf("shortconv bench: %s | %s (weights %s) | B=%lld T=%lld C=%lld K=%lld | copy %.1f GB/s\n",
+              device_desc.c_str(), std::string(dtype_name(dtype)).c_str(), std::string(dtype_name(wdtype)).c_str(),
+              static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(C),
+              static_cast<long long>(K), copy.gbps);
+  std::printf("  copy    %s, median of %d\n", copy.method.c_str(), copy.runs);
+  std::printf("  bytes   forward x + y = %s; backward x + dy + dx = %s (weights ignored); %d buffer set%s\n",
+              bytes_str(fwd_bytes).c_str(), bytes_str(bwd_bytes).c_str(), sets, sets == 1 ? "" : "s, rotated");
+  std::printf("  timing  median after warm-up; %s\n",
+              cuda ? "CUDA events around each call on a non-blocking stream (host launch overhead included)"
+                   : "steady_clock around each call; runs capped at ~3 s per row, at least 1");
   std::fflush(stdout);
 
   std::vector<Result> results;

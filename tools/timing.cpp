@@ -76,10 +76,11 @@ CopyBandwidth cpu_copy_bandwidth() {
       std::memcpy(dst.bytes() + lo, src.bytes() + lo, hi - lo);
     }
     const std::int64_t t1 = now_ns();
-    if (run > 0) gbps.push_back(2.0 * static_cast<double>(kBytes) / static_cast<double>(std::max<std::int64_t>(t1 - t0, 1)));
+    const double ns = static_cast<double>(std::max<std::int64_t>(t1 - t0, 1));
+    if (run > 0) gbps.push_back(2.0 * static_cast<double>(kBytes) / ns);  // bytes per ns = GB/s
   }
   return {median(gbps), static_cast<std::int64_t>(kBytes),
-          "memcpy of 256 MiB split over " + std::to_string(omp_get_max_threads()) + " threads, read+write"};
+          "memcpy of 256 MiB split over " + std::to_string(omp_get_max_threads()) + " threads, read+write", kCopyRuns};
 }
 
 #if SHORTCONV_TOOL_CUDA
@@ -107,7 +108,7 @@ CopyBandwidth cuda_copy_bandwidth(Device device) {
     const double ms = timer.stop_ms();
     if (run > 0) gbps.push_back(2.0 * static_cast<double>(kBytes) / (ms * 1e6));
   }
-  return {median(gbps), static_cast<std::int64_t>(kBytes), "cudaMemcpyAsync D2D of 1 GiB, read+write"};
+  return {median(gbps), static_cast<std::int64_t>(kBytes), "cudaMemcpyAsync D2D of 1 GiB, read+write", kCopyRuns};
 }
 #endif
 

@@ -12,9 +12,10 @@ namespace shortconv::tool {
 
 /// Measured bandwidth of a plain copy on one device, counting bytes read plus bytes written.
 struct CopyBandwidth {
-  double gbps = 0.0;             // decimal GB/s, median over the runs
+  double gbps = 0.0;              // decimal GB/s, median over the runs
   std::int64_t buffer_bytes = 0;  // size of the copied buffer
-  std::string method;            // how it was measured, for the report header
+  std::string method;             // how it was measured, for the report header
+  int runs = 0;                   // timed copies behind the median
 };
 
 /// Copies a large buffer a few times on `device` and returns the median bandwidth.
