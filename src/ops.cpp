@@ -110,18 +110,25 @@ class Validator {
     return first->view->device();
   }
 
-  // An output must not map two of its elements to one address.
+  // An output must not map two of its elements to one address: with its dimensions ordered by
+  // stride, each stride must exceed the span of the smaller ones.
   void check_no_self_overlap(const char* name, const TensorView& v) const {
-    std::array<int, kMaxRank> dims{};
+    std::array<std::int64_t, kMaxRank> size{}, stride{};
     int n = 0;
-    for (int d = 0; d < v.rank(); ++d)
-      if (v.size(d) > 1) dims[n++] = d;
-    std::sort(dims.begin(), dims.begin() + n, [&](int a, int b) { return v.stride(a) < v.stride(b); });
+    for (int d = 0; d < v.rank(); ++d) {
+      if (v.size(d) <= 1) continue;
+      int i = n++;  // insertion sort by stride
+      for (; i > 0 && stride[i - 1] > v.stride(d); --i) {
+        size[i] = size[i - 1];
+        stride[i] = stride[i - 1];
+      }
+      size[i] = v.size(d);
+      stride[i] = v.stride(d);
+    }
     std::int64_t span = 1;  // elements covered by the dims handled so far
     for (int i = 0; i < n; ++i) {
-      const int d = dims[i];
-      if (v.stride(d) < span) fail(std::string(name) + " is an output whose elements overlap in memory");
-      span = v.stride(d) * (v.size(d) - 1) + span;
+      if (stride[i] < span) fail(std::string(name) + " is an output whose elements overlap in memory");
+      span += stride[i] * (size[i] - 1);
     }
   }
 

@@ -24,6 +24,7 @@ namespace {
 using detail::BackwardParams;
 
 constexpr int kThreads = 128;
+constexpr int kUnroll = 4;  // steps whose loads are issued together
 
 template <class T, int kMaxK, int kVec>
 __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Geometry g, bool packed_ok,
@@ -83,47 +84,61 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
           }
         }
         const std::int64_t t_stop = dxb != nullptr ? t_end + kMaxK - 1 : t_end;
-        for (std::int64_t t = t_begin; t < t_stop; ++t) {
-          const bool in_run = t < t_end;
-          if (t < T_) {
-            load_vec<T, kVec>(dyb + t * p.dy_seq_stride, packed, n, gw[kMaxK - 1]);
-          } else {
+        // Groups of kUnroll steps: the group's dy (and x) rows are loaded before the first use.
+        for (std::int64_t t0 = t_begin; t0 < t_stop; t0 += kUnroll) {
+          float gs[kUnroll][kVec], xs[kUnroll][kVec];
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) gw[kMaxK - 1][i] = 0.0f;
-          }
-          if (want_dw && in_run) {
-            load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, xw[kMaxK - 1]);
-            const std::int64_t lo = max64(kMaxK - K, kMaxK - 1 - t);  // x index >= 0
+          for (int u = 0; u < kUnroll; ++u) {
+            const std::int64_t t = t0 + u;
+            if (t < t_stop && t < T_) {
+              load_vec<T, kVec>(dyb + t * p.dy_seq_stride, packed, n, gs[u]);
+            } else {
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) db[i] += gw[kMaxK - 1][i];
-#pragma unroll
-            for (int j = 0; j < kMaxK; ++j)
-              if (j >= lo) {
-#pragma unroll
-                for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(xw[j][i], gw[kMaxK - 1][i], dw[j][i]);
-              }
-          }
-          const std::int64_t di = t - (kMaxK - 1);  // dx row finished at this step
-          if (dxb != nullptr && di >= t_begin) {
-            const std::int64_t lo = max64(kMaxK - K, t - T_ + 1);  // dy index < T
-            float acc[kVec];
-#pragma unroll
-            for (int i = 0; i < kVec; ++i) acc[i] = 0.0f;
-#pragma unroll
-            for (int j = 0; j < kMaxK; ++j)
-              if (j >= lo) {
-#pragma unroll
-                for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], gw[kMaxK - 1 - j][i], acc[i]);
-              }
-            store_vec<T, kVec>(dxb + di * p.dx_seq_stride, packed, n, acc);
-          }
-#pragma unroll
-          for (int j = 0; j < kMaxK - 1; ++j)
-#pragma unroll
-            for (int i = 0; i < kVec; ++i) {
-              xw[j][i] = xw[j + 1][i];
-              gw[j][i] = gw[j + 1][i];
+              for (int i = 0; i < kVec; ++i) gs[u][i] = 0.0f;
             }
+            if (want_dw && t < t_end) load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, xs[u]);
+          }
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const std::int64_t t = t0 + u;
+            if (t >= t_stop) break;
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) gw[kMaxK - 1][i] = gs[u][i];
+            if (want_dw && t < t_end) {
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) xw[kMaxK - 1][i] = xs[u][i];
+              const std::int64_t lo = max64(kMaxK - K, kMaxK - 1 - t);  // x index >= 0
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) db[i] += gw[kMaxK - 1][i];
+#pragma unroll
+              for (int j = 0; j < kMaxK; ++j)
+                if (j >= lo) {
+#pragma unroll
+                  for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(xw[j][i], gw[kMaxK - 1][i], dw[j][i]);
+                }
+            }
+            const std::int64_t di = t - (kMaxK - 1);  // dx row finished at this step
+            if (dxb != nullptr && di >= t_begin) {
+              const std::int64_t lo = max64(kMaxK - K, t - T_ + 1);  // dy index < T
+              float acc[kVec];
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) acc[i] = 0.0f;
+#pragma unroll
+              for (int j = 0; j < kMaxK; ++j)
+                if (j >= lo) {
+#pragma unroll
+                  for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], gw[kMaxK - 1 - j][i], acc[i]);
+                }
+              store_vec<T, kVec>(dxb + di * p.dx_seq_stride, packed, n, acc);
+            }
+#pragma unroll
+            for (int j = 0; j < kMaxK - 1; ++j)
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) {
+                xw[j][i] = xw[j + 1][i];
+                gw[j][i] = gw[j + 1][i];
+              }
+          }
         }
       }
       if (want_dw) {

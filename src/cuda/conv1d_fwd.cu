@@ -22,6 +22,7 @@ namespace {
 using detail::ForwardParams;
 
 constexpr int kThreads = 128;
+constexpr int kUnroll = 4;  // tokens whose loads are issued together
 
 template <class T, int kMaxK, int kVec>
 __global__ __launch_bounds__(kThreads) void forward_kernel(ForwardParams p, Geometry g, bool packed_ok) {
@@ -69,24 +70,36 @@ __global__ __launch_bounds__(kThreads) void forward_kernel(ForwardParams p, Geom
           for (int i = 0; i < kVec; ++i) win[j][i] = 0.0f;
         }
       }
-      for (std::int64_t t = t_begin; t < t_end; ++t) {
-        load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, win[kMaxK - 1]);
-        // Taps below `lo` are outside the width or before t = 0.
-        const std::int64_t lo = max64(kMaxK - K, kMaxK - 1 - t);
-        float acc[kVec];
+      // Groups of kUnroll tokens: all loads of a group are issued before the first use, so each
+      // thread keeps several 16-byte requests in flight.
+      for (std::int64_t t0 = t_begin; t0 < t_end; t0 += kUnroll) {
+        float xs[kUnroll][kVec];
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) acc[i] = bias[i];
+        for (int u = 0; u < kUnroll; ++u)
+          if (t0 + u < t_end) load_vec<T, kVec>(xb + (t0 + u) * p.x_seq_stride, packed, n, xs[u]);
 #pragma unroll
-        for (int j = 0; j < kMaxK; ++j)
-          if (j >= lo) {
+        for (int u = 0; u < kUnroll; ++u) {
+          const std::int64_t t = t0 + u;
+          if (t >= t_end) break;
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], win[j][i], acc[i]);
-          }
-        store_vec<T, kVec>(yb + t * p.y_seq_stride, packed, n, acc);
+          for (int i = 0; i < kVec; ++i) win[kMaxK - 1][i] = xs[u][i];
+          // Taps below `lo` are outside the width or before t = 0.
+          const std::int64_t lo = max64(kMaxK - K, kMaxK - 1 - t);
+          float acc[kVec];
 #pragma unroll
-        for (int j = 0; j < kMaxK - 1; ++j)
+          for (int i = 0; i < kVec; ++i) acc[i] = bias[i];
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) win[j][i] = win[j + 1][i];
+          for (int j = 0; j < kMaxK; ++j)
+            if (j >= lo) {
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], win[j][i], acc[i]);
+            }
+          store_vec<T, kVec>(yb + t * p.y_seq_stride, packed, n, acc);
+#pragma unroll
+          for (int j = 0; j < kMaxK - 1; ++j)
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) win[j][i] = win[j + 1][i];
+        }
       }
     } else {
       for (std::int64_t t = t_begin; t < t_end; ++t) {

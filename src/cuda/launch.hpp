@@ -28,10 +28,15 @@ inline Geometry make_geometry(const detail::ConvShape& s, int vec, std::int64_t 
   Geometry g;
   g.vec = vec;
   const std::int64_t cvecs = (s.channels + vec - 1) / vec;
+  // Threads go along channels first (coalesced rows), the rest along tokens; short sequences
+  // (decode) put the whole block on channels instead of leaving token threads idle.
+  const std::int64_t token_runs = (s.seqlen + tokens_per_thread - 1) / tokens_per_thread;
   int bx = 1;
-  while (bx < 32 && bx < cvecs) bx *= 2;
+  while (bx < threads && bx < cvecs && (bx < 32 || static_cast<std::int64_t>(threads / bx) > token_runs)) bx *= 2;
+  int by = 1;
+  while (bx * by * 2 <= threads && by < token_runs) by *= 2;
   g.block_x = bx;
-  g.block_y = threads / bx;
+  g.block_y = by;
   g.tokens_per_thread = std::max<std::int64_t>(1, std::min(tokens_per_thread, s.seqlen));
   const std::int64_t tile_tokens = g.block_y * g.tokens_per_thread;
   g.tiles_per_seq = (s.seqlen + tile_tokens - 1) / tile_tokens;

@@ -56,6 +56,9 @@ void memcpy_to_device(int device, void* dst, const void* src, std::size_t nbytes
   check_device(device, "copy to device");
   DeviceGuard guard(device);
   SHORTCONV_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice));
+  // From pageable memory cudaMemcpy may return before the DMA lands; work queued afterwards on a
+  // non-blocking stream must see the data, so wait for it.
+  SHORTCONV_CUDA_CHECK(cudaStreamSynchronize(nullptr));
 }
 
 void memcpy_to_host(int device, void* dst, const void* src, std::size_t nbytes) {
