@@ -2,6 +2,7 @@
 # One call on the GPU machine: build with CUDA, run the CUDA test suite, then benchmark.
 #   bench/gpu_run.sh [build|test|bench|all]...   (default: all)
 # Logs and CSVs go to $OUT (the device tool's result folder) or ./gpu_out.
+# BENCH_ARGS is passed to bench/gpu_bench.py, e.g. BENCH_ARGS=--quick (2 shapes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-$PWD/gpu_out}
@@ -27,7 +28,8 @@ if has test; then
 fi
 
 if has bench && [ -x build-gpu/tools/shortconv ]; then
-  python3 bench/gpu_bench.py --cli build-gpu/tools/shortconv --out "$out" 2>&1 | tee "$out/bench.log"
+  # shellcheck disable=SC2086  # BENCH_ARGS is a word list
+  python3 bench/gpu_bench.py --cli build-gpu/tools/shortconv --out "$out" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
   t=${PIPESTATUS[0]}; [ $t -ne 0 ] && rc=$t
 fi
 exit $rc

@@ -16,6 +16,7 @@ void free_device(int, void*) noexcept {}
 void memcpy_to_device(int, void*, const void*, std::size_t) { no_cuda("copy to device"); }
 void memcpy_to_host(int, void*, const void*, std::size_t) { no_cuda("copy to host"); }
 void synchronize(int, void*) { no_cuda("synchronize"); }
+void copy_to_host_on_stream(int, void*, void*, const void*, std::size_t) { no_cuda("copy to host"); }
 void* create_stream(int) { no_cuda("create stream"); }
 void destroy_stream(int, void*) noexcept {}
 void register_kernels(detail::Registry&) {}

@@ -8,7 +8,7 @@ namespace shortconv::detail {
 
 std::string to_string(const KernelKey& key) {
   std::string s = key.backend == DeviceType::cpu ? "cpu" : "cuda";
-  s += key.op == Op::forward ? "/forward/" : "/backward/";
+  s += key.op == Op::forward ? "/forward/" : key.op == Op::backward ? "/backward/" : "/update/";
   s += dtype_name(key.dtype);
   s += key.variant == Variant::fast ? "/fast" : "/naive";
   return s;

@@ -14,7 +14,7 @@
 
 namespace shortconv::detail {
 
-enum class Op : unsigned char { forward, backward };
+enum class Op : unsigned char { forward, backward, update };
 
 struct KernelKey {
   DeviceType backend;
@@ -28,7 +28,8 @@ std::string to_string(const KernelKey& key);
 
 using ForwardFn = void (*)(const ForwardParams&);
 using BackwardFn = void (*)(const BackwardParams&);
-using KernelFn = std::variant<ForwardFn, BackwardFn>;
+using UpdateFn = void (*)(const UpdateParams&);
+using KernelFn = std::variant<ForwardFn, BackwardFn, UpdateFn>;
 
 class Registry {
  public:

@@ -29,7 +29,8 @@ struct BenchOptions {
   std::optional<std::string> device;
   std::optional<std::string> dtype;   // default: bf16 on CUDA, f32 on the CPU
   std::optional<std::int64_t> batch, seqlen, channels, width;
-  int iters = 20;
+  int iters = 20;                     // timed calls, or timed graph replays
+  bool graph = true;                  // CUDA: time graph replays; false: events around each call
   std::optional<std::string> csv;     // append result rows to this file
 };
 

@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   });
   CheckOptions check;
   BenchOptions bench;
+  bool no_graph = false;
   try {
     app.set_version_flag("--version", &version_string, "print the version and the CUDA status, then exit");
     app.require_subcommand(1);
@@ -107,15 +108,22 @@ int main(int argc, char** argv) {
     bench_cmd->add_option("--channels,-C", bench.channels, "channels C (default: 4096 on CUDA, 1024 on CPU)")
         ->check(kPositive);
     bench_cmd->add_option("--width,-K", bench.width, "filter width K (default: 4)")->check(kPositive);
-    bench_cmd->add_option("--iters", bench.iters, "timed runs per op and variant (median reported)")
+    bench_cmd->add_option("--iters", bench.iters,
+                          "timed runs per op and variant (median reported); on CUDA, timed graph replays")
         ->check(kPositive)
         ->capture_default_str();
+    bench_cmd->add_flag("--no-graph", no_graph,
+                        "CUDA: time each call with its own events (host launch overhead included) instead of "
+                        "replaying a CUDA graph of R calls");
     bench_cmd->add_option("--csv", bench.csv, "append result rows to this CSV file (header when new)")
         ->type_name("FILE");
 
     app.parse(argc, argv);
     if (check_cmd->parsed()) return shortconv::tool::run_check(check);
-    if (bench_cmd->parsed()) return shortconv::tool::run_bench(bench);
+    if (bench_cmd->parsed()) {
+      bench.graph = !no_graph;
+      return shortconv::tool::run_bench(bench);
+    }
     return 2;  // unreachable: require_subcommand(1)
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

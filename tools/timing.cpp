@@ -1,8 +1,15 @@
-// Per-call timers and copy-bandwidth probes for the CPU and, when built with it, CUDA.
+// Per-call timers and copy-bandwidth probes for the CPU and, when built with it, CUDA, plus the
+// CUDA-graph replay timer.
 //
 // CPU copy: one 256 MiB buffer copied by all OpenMP threads, each memcpy-ing its own contiguous
 // slice (first-touched by the same thread). CUDA copy: a 1 GiB cudaMemcpyAsync device-to-device
 // timed with events. Both count bytes read + bytes written and report the median of several runs.
+//
+// GraphTimer captures in cudaStreamCaptureModeThreadLocal: the tool makes every CUDA call from one
+// thread, so thread-local mode still rejects an unsafe call (a synchronous cudaMalloc, a
+// cudaMemcpy) made by the op during capture, without tripping over unrelated threads. The
+// library's backward allocates its workspace with cudaMallocAsync / cudaFreeAsync, which capture
+// as graph memory nodes.
 #include "timing.hpp"
 
 #include <omp.h>
@@ -186,6 +193,65 @@ double CallTimer::stop_ms() {
   }
 #endif
   return static_cast<double>(now_ns() - start_ns_) * 1e-6;
+}
+
+GraphTimer::GraphTimer(const Stream& stream, const std::function<void(int)>& call, int calls)
+    : stream_(stream), calls_(calls), timer_(stream) {
+#if SHORTCONV_TOOL_CUDA
+  if (!stream.device.is_cuda() || stream.handle == nullptr)
+    throw InvalidArgument("shortconv bench: graph timing needs a non-default CUDA stream, got " + stream.device.str());
+  if (calls < 1) throw InvalidArgument("shortconv bench: graph timing needs at least one call");
+  make_current(stream.device);
+  const auto s = static_cast<cudaStream_t>(stream.handle);
+  check_cuda(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  cudaGraph_t graph = nullptr;
+  try {
+    for (int i = 0; i < calls; ++i) call(i);
+  } catch (...) {
+    // Leave capture mode whatever happened, so the stream stays usable; drop the partial graph.
+    if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  check_cuda(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiateWithFlags(&exec, graph, 0);  // same signature on CUDA 11.4+ and 12+
+  if (err != cudaSuccess) {
+    cudaGraphDestroy(graph);
+    check_cuda(err, "cudaGraphInstantiateWithFlags");
+  }
+  graph_ = graph;
+  exec_ = exec;
+#else
+  (void)call;
+  throw Unsupported("shortconv: this tool was built without CUDA");
+#endif
+}
+
+GraphTimer::~GraphTimer() {
+#if SHORTCONV_TOOL_CUDA
+  // Replays are synchronised before they return, so nothing is in flight here.
+  if (exec_ != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_ != nullptr) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+#endif
+}
+
+void GraphTimer::launch() {
+#if SHORTCONV_TOOL_CUDA
+  check_cuda(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream_.handle)),
+             "cudaGraphLaunch");
+#endif
+}
+
+void GraphTimer::replay() {
+  launch();
+  synchronize(stream_);
+}
+
+double GraphTimer::replay_ms() {
+  timer_.start();
+  launch();
+  return timer_.stop_ms();
 }
 
 }  // namespace shortconv::tool

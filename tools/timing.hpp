@@ -1,9 +1,10 @@
-// Device-side measurement for `shortconv bench`: per-call timers and the copy-bandwidth probe.
-// The CUDA implementations live behind SHORTCONV_TOOL_CUDA in timing.cpp; callers never include
-// CUDA headers.
+// Device-side measurement for `shortconv bench`: per-call timers, CUDA-graph replay timers and the
+// copy-bandwidth probe. The CUDA implementations live behind SHORTCONV_TOOL_CUDA in timing.cpp;
+// callers never include CUDA headers.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "shortconv/shortconv.hpp"
@@ -45,6 +46,37 @@ class CallTimer {
   std::int64_t start_ns_ = 0;    // CPU
   void* start_event_ = nullptr;  // cudaEvent_t
   void* stop_event_ = nullptr;   // cudaEvent_t
+};
+
+/// A CUDA graph of `calls` back-to-back calls, captured once and replayed between two events, so
+/// that host launch overhead drops out of the timing (the calls inside a replay are launched by
+/// the device, one after another, as a busy stream would run them).
+class GraphTimer {
+ public:
+  /// Captures call(0), ..., call(calls - 1) on `stream` (a non-default CUDA stream) and
+  /// instantiates the graph. `call` must only enqueue work: no synchronisation, no host reads.
+  /// Throws DeviceError when capture or instantiation fails (the stream is then out of capture
+  /// mode again), InvalidArgument for a CPU or default stream, Unsupported without CUDA.
+  GraphTimer(const Stream& stream, const std::function<void(int)>& call, int calls);
+  ~GraphTimer();
+  GraphTimer(const GraphTimer&) = delete;
+  GraphTimer& operator=(const GraphTimer&) = delete;
+
+  int calls() const noexcept { return calls_; }
+  /// Launches the graph once and waits for it (warm-up).
+  void replay();
+  /// Launches the graph once between two events, waits, and returns the milliseconds of the
+  /// whole replay (divide by calls() for the time per call).
+  double replay_ms();
+
+ private:
+  void launch();
+
+  Stream stream_;
+  int calls_ = 0;
+  CallTimer timer_;
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
 };
 
 }  // namespace shortconv::tool

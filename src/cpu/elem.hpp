@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 
 #include "shortconv/dtype.hpp"
@@ -42,14 +43,26 @@ inline f16_t from_f32<f16_t>(float v) {
 #endif
 }
 
+/// Element `i` of an i32 or i64 index buffer.
+inline std::int64_t load_index(const void* p, DType dtype, std::int64_t i) {
+  return dtype == DType::i64 ? static_cast<const std::int64_t*>(p)[i] : static_cast<const std::int32_t*>(p)[i];
+}
+
+/// silu(z) = z * sigmoid(z), and its derivative sigmoid(z) * (1 + z * (1 - sigmoid(z))).
+inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
+inline float silu_grad(float z) {
+  const float s = 1.0f / (1.0f + std::exp(-z));
+  return s * (1.0f + z * (1.0f - s));
+}
+
 /// Reads element `i` of a buffer of runtime dtype `dtype` as f32 (for small, cold data).
 inline float load_as_f32(const void* p, DType dtype, std::int64_t i) {
   switch (dtype) {
     case DType::f32: return static_cast<const float*>(p)[i];
     case DType::bf16: return to_f32(static_cast<const bf16_t*>(p)[i]);
     case DType::f16: return to_f32(static_cast<const f16_t*>(p)[i]);
+    default: return 0.0f;  // integer dtypes never reach the float kernels
   }
-  return 0.0f;
 }
 
 /// Writes f32 `v` as element `i` of a buffer of runtime dtype `dtype`.
@@ -58,6 +71,7 @@ inline void store_from_f32(void* p, DType dtype, std::int64_t i, float v) {
     case DType::f32: static_cast<float*>(p)[i] = v; break;
     case DType::bf16: static_cast<bf16_t*>(p)[i] = from_f32<bf16_t>(v); break;
     case DType::f16: static_cast<f16_t*>(p)[i] = from_f32<f16_t>(v); break;
+    default: break;
   }
 }
 

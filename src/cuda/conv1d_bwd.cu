@@ -285,6 +285,7 @@ void backward_fast(const BackwardParams& p) {
   using T = typename CudaType<kDtype>::type;
   constexpr int kPack = 16 / sizeof(T);
   DeviceGuard guard(p.device_index);
+  reject_features(p);
   const std::int64_t K = p.shape.width;
   if (K <= 4) {
     launch<T, 4, 4>(p, 128);

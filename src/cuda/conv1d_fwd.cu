@@ -137,6 +137,7 @@ void forward_fast(const ForwardParams& p) {
   using T = typename CudaType<kDtype>::type;
   constexpr int kPack = 16 / sizeof(T);  // elements in a 16-byte access
   DeviceGuard guard(p.device_index);
+  reject_features(p);
   const std::int64_t K = p.shape.width;
   if (K <= 4) {
     launch<T, 4, kPack>(p, 32);

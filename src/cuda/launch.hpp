@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../params.hpp"
+#include "shortconv/error.hpp"
 
 namespace shortconv::cuda {
 
@@ -59,4 +60,17 @@ void forward_naive(const detail::ForwardParams& p);
 template <DType kDtype>
 void backward_naive(const detail::BackwardParams& p);
 
+}  // namespace shortconv::cuda
+
+namespace shortconv::cuda {
+// Temporary guard while the CUDA kernels learn the sequence-model features.
+inline void reject_features(const detail::ForwardParams& p) {
+  if (p.silu || p.seqs.varlen() || p.initial_state.data != nullptr || p.final_state.data != nullptr)
+    throw Unsupported("CUDA conv1d_forward: activation, states and cu_seqlens are not implemented yet");
+}
+inline void reject_features(const detail::BackwardParams& p) {
+  if (p.silu || p.seqs.varlen() || p.initial_state.data != nullptr || p.d_final_state.data != nullptr ||
+      p.d_initial_state.data != nullptr)
+    throw Unsupported("CUDA conv1d_backward: activation, states and cu_seqlens are not implemented yet");
+}
 }  // namespace shortconv::cuda

@@ -73,6 +73,14 @@ void synchronize(int device, void* stream) {
   SHORTCONV_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
 }
 
+void copy_to_host_on_stream(int device, void* stream, void* dst, const void* src, std::size_t nbytes) {
+  check_device(device, "copy to host");
+  DeviceGuard guard(device);
+  const auto s = static_cast<cudaStream_t>(stream);
+  SHORTCONV_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
+  SHORTCONV_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
 void* create_stream(int device) {
   check_device(device, "create stream");
   DeviceGuard guard(device);
