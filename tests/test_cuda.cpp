@@ -1,6 +1,6 @@
 // CUDA backend against the fp64 reference and the CPU backend. Every test skips cleanly when no
 // GPU is visible (CI builds the CUDA code but has no device).
-#include "harness.hpp"
+#include "features_tests.hpp"
 
 namespace shortconv::test {
 namespace {
@@ -93,6 +93,71 @@ TEST(CudaStream, WorkOnAnOwnedStream) {
   synchronize(stream);
   const Comparison c = compare("y", y.download(), ref_forward({B, T, C, K}, xv, wv, nullptr), DType::bf16);
   EXPECT_TRUE(c.ok()) << c.str();
+}
+
+// ---- sequence-model features ---------------------------------------------------------------
+
+class CudaFeatures : public testing::TestWithParam<FeatureProblem> {};
+
+TEST_P(CudaFeatures, MatchReference) {
+  SKIP_WITHOUT_GPU();
+  expect_feature_ok(GetParam(), Device::cuda(0), 77 + GetParam().K);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaFeatures, testing::ValuesIn(feature_problems({1, 2, 3, 4, 5, 8, 9, 16, 17, 33, 64})),
+                         feature_name);
+
+TEST(CudaInvariants, ChunkedAndDecodeMatchFullForward) {
+  SKIP_WITHOUT_GPU();
+  for (DType d : {DType::f32, DType::bf16, DType::f16})
+    for (std::int64_t K : {2, 4, 5, 9, 20})
+      for (bool silu : {false, true}) check_chunked_and_decode_match_full(Device::cuda(0), d, K, silu);
+}
+
+TEST(CudaInvariants, ChunkedGradientsMatchOneShot) {
+  SKIP_WITHOUT_GPU();
+  for (DType d : {DType::f32, DType::bf16})
+    for (std::int64_t K : {2, 4, 7, 20})
+      for (bool silu : {false, true}) check_chunked_gradients_match(Device::cuda(0), d, K, silu);
+}
+
+TEST(CudaInvariants, VarlenMatchesSeparateCalls) {
+  SKIP_WITHOUT_GPU();
+  for (DType d : {DType::f32, DType::f16})
+    for (std::int64_t K : {1, 3, 4, 6, 12, 24}) check_varlen_matches_separate_calls(Device::cuda(0), d, K);
+}
+
+TEST(CudaInvariants, FeaturesDeterministic) {
+  SKIP_WITHOUT_GPU();
+  check_features_deterministic(Device::cuda(0));
+}
+
+TEST(CudaDecode, StateIndicesAndPadding) {
+  SKIP_WITHOUT_GPU();
+  for (DType d : {DType::f32, DType::bf16})
+    for (std::int64_t K : {2, 4, 7, 12, 20})
+      for (std::int64_t tn : {1, 3}) check_decode_with_indices(Device::cuda(0), d, K, tn);
+}
+
+TEST(CudaDecode, OutOfRangeSlotGivesNanAndTouchesNoState) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(9);
+  const std::int64_t B = 3, S = 2, C = 16, K = 4;
+  auto [x, xv] = random_tensor(DType::f32, {B, 1, C}, Device::cuda(0), rng);
+  auto [w, wv] = random_tensor(DType::f32, {C, K}, Device::cuda(0), rng);
+  auto [state, sv] = random_tensor(DType::f32, {S, K - 1, C}, Device::cuda(0), rng);
+  Tensor idx = index_tensor({0, 7, -1}, DType::i64, Device::cuda(0));
+  Tensor y(DType::f32, {B, 1, C}, Device::cuda(0));
+  const auto before = bytes_of(state);
+  conv1d_update({.x = x, .conv_state = state, .weight = w, .bias = std::nullopt, .y = y, .activation = Activation::none,
+                 .state_indices = idx.view()});
+  const auto yb = bytes_of(y), after = bytes_of(state);
+  for (std::int64_t c = 0; c < C; ++c) {
+    EXPECT_TRUE(std::isnan(decode(DType::f32, yb.data(), C + c))) << "row with slot 7 of 2";
+    EXPECT_EQ(decode(DType::f32, yb.data(), 2 * C + c), 0.0) << "padding row";
+  }
+  // Slot 1 untouched; slot 0 updated by row 0.
+  EXPECT_EQ(0, std::memcmp(before.data() + (K - 1) * C * 4, after.data() + (K - 1) * C * 4, (K - 1) * C * 4));
 }
 
 // ---- sizes past 32-bit indexing and grid limits -------------------------------------------

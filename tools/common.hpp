@@ -13,6 +13,20 @@
 
 namespace shortconv::tool {
 
+/// The sequence-model features a run turns on. The default is the plain op without a bias.
+struct Features {
+  bool silu = false;        // Activation::silu
+  bool bias = false;        // a bias [C]; dbias in backward
+  bool state = false;       // forward: initial_state in, final_state out; backward: d_final_state in, d_initial_state out
+  std::int64_t varlen = 0;  // > 0: pack this many sequences of random lengths into x [total, C] with cu_seqlens
+  bool decode = false;      // conv1d_update on x [B, T_new, C] with a conv_state of B slots, instead of forward/backward
+
+  /// What Variant::naive runs: no activation, states, cu_seqlens or decode (a bias is fine).
+  bool plain() const { return !silu && !state && varlen == 0 && !decode; }
+  /// "silu+bias+state+varlen8", "decode+silu", or "none".
+  std::string str() const;
+};
+
 /// Options of `shortconv check`; unset optionals take the subcommand's defaults.
 struct CheckOptions {
   std::optional<std::string> device;  // "cpu", "cuda", "cuda:N"; default: default_device()
@@ -22,6 +36,12 @@ struct CheckOptions {
   std::int64_t channels = 130;        // C
   std::int64_t width = 4;             // K
   std::uint64_t seed = 0;
+  // Set field by field: a designated initializer would warn about every field it leaves out.
+  Features features = [] {
+    Features f;
+    f.bias = true;  // check always used a bias before --no-bias existed
+    return f;
+  }();
 };
 
 /// Options of `shortconv bench`; sizes left unset take per-device defaults.
@@ -32,6 +52,7 @@ struct BenchOptions {
   int iters = 20;                     // timed calls, or timed graph replays
   bool graph = true;                  // CUDA: time graph replays; false: events around each call
   std::optional<std::string> csv;     // append result rows to this file
+  Features features;                  // bias off unless --bias
 };
 
 /// Runs `shortconv check`; returns the process exit code (0 pass, 1 fail).
@@ -50,7 +71,23 @@ std::string describe_device(Device device);
 void check_shape_size(const char* op, std::int64_t batch, std::int64_t seqlen, std::int64_t channels,
                       std::int64_t width);
 
-/// Element `i` of a host buffer of `dtype`, widened exactly to double.
+/// Lengths of `count` sequences summing to `total` tokens (each at least 1), drawn from a
+/// mt19937_64 seeded with `seed`. With count >= 2, one sequence has length 1 and another a length
+/// in [1, K-1] (just 1 when K <= 2, or when the total leaves no room); the rest split what is left
+/// at random cut points. Throws InvalidArgument when count > total.
+std::vector<std::int64_t> varlen_lengths(std::int64_t total, std::int64_t count, std::int64_t width,
+                                         std::uint64_t seed);
+
+/// state_indices for a decode step of `batch` rows over `batch` slots: a random permutation of
+/// the slots (seeded with `seed`) in which, when batch >= 2, one row is -1 (a padding row), so one
+/// slot is left untouched.
+std::vector<std::int64_t> decode_slots(std::int64_t batch, std::uint64_t seed);
+
+/// A 1-D index tensor (cu_seqlens, state indices) of `dtype` (i32 or i64) on `device`.
+Tensor index_tensor(const std::vector<std::int64_t>& values, DType dtype, Device device);
+
+/// Element `i` of a host buffer of floating `dtype`, widened exactly to double (Unsupported for
+/// the index types).
 double load_host(const void* data, DType dtype, std::int64_t i);
 
 /// Rounds `value` to `dtype` (nearest even) and stores it as element `i`.

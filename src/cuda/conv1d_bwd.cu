@@ -1,21 +1,28 @@
-// CUDA backward of the depthwise causal conv1d: dx, dweight and dbias in one pass over x and dy.
+// CUDA backward of the depthwise causal conv1d: dx, dweight, dbias and d_initial_state in one
+// pass over x and dy, through the fused SiLU and with states and packed sequences.
 //
-//   dx[b,i,c] = sum_{k<K} w[c,k] * dy[b, i+K-1-k, c]       (terms with i+K-1-k >= T dropped)
-//   dw[c,k]   = sum_{b,t} x[b, t+k-(K-1), c] * dy[b,t,c]   (terms with t+k-(K-1) < 0 dropped)
-//   dbias[c]  = sum_{b,t} dy[b,t,c]
+//   g         = dy, or dy * silu'(z) with z recomputed from x in registers
+//   dx[s,i,c] = sum_{k<K} w[c,k] * g[s, i+K-1-k, c]  (terms past the sequence end dropped)
+//               + d_final_state[s, i-(len-(K-1)), c] for the last K-1 rows
+//   dw[c,k]   = sum_{s,p} xe[s, p+k-(K-1), c] * g[s,p,c]      dbias[c] = sum g
+//   d_initial_state[s,j,c] = sum_k w[c,k] * g[s, j-k, c] (+ d_final_state where it feeds back)
 //
-// Grid and block as in conv1d_fwd.cu: jobs are (batch, token tile, channel tile), each thread owns
-// kVec channels and a run of tokens. Walking its run, a thread keeps two register windows: the last
-// kMaxK inputs (for dw) and the last kMaxK output gradients (for dx). At step t it adds x*dy[t]
-// into its dw taps and finishes dx[t-kMaxK+1], so it reads kMaxK-1 tokens of dy past its run.
+// Grid and block as in conv1d_fwd.cu: jobs are (flat token tile, channel tile), each thread owns
+// kVec channels and a run of tokens, split at sequence ends. Walking a segment of its run, a
+// thread keeps two register windows: the last kMaxK inputs (for z and dw) and the last kMaxK
+// values of g (for dx). At position p it adds xe*g[p] into its dw taps and finishes dx[p-kMaxK+1],
+// so it reads kMaxK-1 tokens of dy (and, with SiLU, of x) past its run.
 //
 // Determinism, no atomics: each thread's dw/dbias partial is summed over the block's block_y token
 // runs in a fixed order through shared memory and written per tile into an f32 workspace
 // [tiles][K+1][C]; a second kernel adds the tiles in a fixed order and writes dweight and dbias
-// in the weight's dtype. The workspace is stream-ordered (cudaMallocAsync), so the call stays
+// in the weight's dtype. Workspaces are stream-ordered (cudaMallocAsync), so the call stays
 // asynchronous and graph-capturable.
+// Widths above 16 take a generic kernel that reads every tap from memory; with SiLU it first
+// writes g to an f32 workspace (one extra pass) instead of recomputing z for every tap.
 #include "check.hpp"
 #include "device/common.cuh"
+#include "device/sequences.cuh"
 #include "launch.hpp"
 
 namespace shortconv::cuda {
@@ -26,41 +33,46 @@ using detail::BackwardParams;
 constexpr int kThreads = 128;
 constexpr int kUnroll = 4;  // steps whose loads are issued together
 
+// The gradient source: dy (optionally through SiLU in registers) or a precomputed f32 g.
+struct GradSource {
+  const float* ws = nullptr;  // [rows][C] when not null
+};
+
 template <class T, int kMaxK, int kVec>
-__global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Geometry g, bool packed_ok,
-                                                            float* __restrict__ partials) {
+__global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Geometry g, SeqView q, bool packed_ok,
+                                                            float* __restrict__ partials, GradSource gs) {
   constexpr int kSlots = kMaxK > 0 ? kMaxK + 1 : 1;  // dw taps + dbias per thread
   __shared__ float red[kThreads * kVec * kSlots];
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ dy = static_cast<const T*>(p.dy);
+  const T* __restrict__ init = static_cast<const T*>(p.initial_state.data);
+  const T* __restrict__ dfs = static_cast<const T*>(p.d_final_state.data);
   T* __restrict__ dx = static_cast<T*>(p.dx);
-  const std::int64_t C = p.shape.channels, T_ = p.shape.seqlen;
+  const std::int64_t C = p.shape.channels;
   const int K = static_cast<int>(p.shape.width);
   const bool want_dw = partials != nullptr;
   const int tid = threadIdx.y * blockDim.x + threadIdx.x;
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t cb = job % g.cblocks;
-    const std::int64_t rest = job / g.cblocks;  // b * tiles_per_seq + tile
-    const std::int64_t tile = rest % g.tiles_per_seq;
-    const std::int64_t b = rest / g.tiles_per_seq;
+    const std::int64_t tile = job / g.cblocks;
     const std::int64_t c0 = (cb * g.block_x + threadIdx.x) * kVec;
     const std::int64_t t_begin = (tile * g.block_y + threadIdx.y) * g.tokens_per_thread;
-    const bool active = c0 < C && t_begin < T_;
-    const std::int64_t t_end = min64(T_, t_begin + g.tokens_per_thread);
+    const bool active = c0 < C && t_begin < g.rows;
+    const std::int64_t t_end = min64(g.rows, t_begin + g.tokens_per_thread);
     const int n = active ? static_cast<int>(min64(kVec, C - c0)) : 0;
     const bool packed = packed_ok && n == kVec;
-    const T* xb = x + b * p.x_batch_stride + c0;
-    const T* dyb = dy + b * p.dy_batch_stride + c0;
-    T* dxb = dx != nullptr ? dx + b * p.dx_batch_stride + c0 : nullptr;
-    float* out = want_dw ? partials + rest * (K + 1) * C : nullptr;  // this tile's [K+1][C]
+    float* out = want_dw ? partials + tile * (K + 1) * C : nullptr;  // this tile's [K+1][C]
+
+    float bias[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i)
+      bias[i] = (p.silu && p.bias != nullptr && i < n) ? load_any(p.bias, p.bdtype, (c0 + i) * p.bias_stride) : 0.0f;
 
     if constexpr (kMaxK > 0) {
-      float w[kMaxK][kVec];    // slot j = tap j - (kMaxK - K)
-      float dw[kMaxK][kVec];   // per-slot dw partial
+      float w[kMaxK][kVec];   // slot j = tap j - (kMaxK - K)
+      float dw[kMaxK][kVec];  // per-slot dw partial
       float db[kVec];
-      float xw[kMaxK][kVec];   // xw[j] = x[t - (kMaxK-1) + j]
-      float gw[kMaxK][kVec];   // gw[j] = dy[t - (kMaxK-1) + j]
 #pragma unroll
       for (int j = 0; j < kMaxK; ++j) {
         const int k = j - (kMaxK - K);
@@ -68,58 +80,102 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
         for (int i = 0; i < kVec; ++i) {
           w[j][i] = (k >= 0 && i < n) ? load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
           dw[j][i] = 0.0f;
-          xw[j][i] = 0.0f;
-          gw[j][i] = 0.0f;
         }
       }
 #pragma unroll
       for (int i = 0; i < kVec; ++i) db[i] = 0.0f;
 
-      if (active) {
-        if (want_dw) {
+      std::int64_t s = active ? q.find(t_begin) : 0;
+      for (std::int64_t t = t_begin; active && t < t_end;) {
+        std::int64_t first = q.begin(s), last = q.begin(s + 1);
+        while (last <= t) {
+          ++s;
+          first = last;
+          last = q.begin(s + 1);
+        }
+        const std::int64_t seg_end = min64(t_end, last), len = last - first;
+        const std::int64_t pa = t - first, pb = seg_end - first;  // segment positions [pa, pb)
+        const T* xs = x + q.offset(s, first, 0, p.x_batch_stride, p.x_seq_stride) + c0;
+        const T* dys = dy + q.offset(s, first, 0, p.dy_batch_stride, p.dy_seq_stride) + c0;
+        T* dxs = dx != nullptr ? dx + q.offset(s, first, 0, p.dx_batch_stride, p.dx_seq_stride) + c0 : nullptr;
+        const T* is = init != nullptr ? init + s * p.initial_state.batch_stride + c0 : nullptr;
+        const T* fs = dfs != nullptr ? dfs + s * p.d_final_state.batch_stride + c0 : nullptr;
+        const bool need_x = want_dw || p.silu;
+
+        float xw[kMaxK][kVec];  // xw[j] = xe[pos - (kMaxK-1) + j]
+        float gw[kMaxK][kVec];  // gw[j] = g[pos - (kMaxK-1) + j]
+#pragma unroll
+        for (int j = 0; j < kMaxK; ++j)
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) {
+            xw[j][i] = 0.0f;
+            gw[j][i] = 0.0f;
+          }
+        if (need_x) {
 #pragma unroll
           for (int j = 0; j < kMaxK - 1; ++j) {
-            const std::int64_t t = t_begin - (kMaxK - 1) + j;
-            if (t >= 0 && j >= kMaxK - K) load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, xw[j]);
+            const std::int64_t pj = pa - (kMaxK - 1) + j;
+            if (j < kMaxK - K) continue;
+            if (pj >= 0) {
+              load_vec<T, kVec>(xs + pj * p.x_seq_stride, packed, n, xw[j]);
+            } else if (is != nullptr) {
+              load_vec<T, kVec>(is + (K - 1 + pj) * p.initial_state.seq_stride, packed, n, xw[j]);
+            }
           }
         }
-        const std::int64_t t_stop = dxb != nullptr ? t_end + kMaxK - 1 : t_end;
-        // Groups of kUnroll steps: the group's dy (and x) rows are loaded before the first use.
-        for (std::int64_t t0 = t_begin; t0 < t_stop; t0 += kUnroll) {
-          float gs[kUnroll][kVec], xs[kUnroll][kVec];
+        const std::int64_t p_stop = dxs != nullptr ? pb + kMaxK - 1 : pb;
+        for (std::int64_t p0 = pa; p0 < p_stop; p0 += kUnroll) {
+          float dyv[kUnroll][kVec], xv[kUnroll][kVec];
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u) {
-            const std::int64_t t = t0 + u;
-            if (t < t_stop && t < T_) {
-              load_vec<T, kVec>(dyb + t * p.dy_seq_stride, packed, n, gs[u]);
-            } else {
-#pragma unroll
-              for (int i = 0; i < kVec; ++i) gs[u][i] = 0.0f;
+            const std::int64_t pos = p0 + u;
+            if (pos < p_stop && pos < len) {
+              load_vec<T, kVec>(dys + pos * p.dy_seq_stride, packed, n, dyv[u]);
+              if (p.silu || (want_dw && pos < pb)) load_vec<T, kVec>(xs + pos * p.x_seq_stride, packed, n, xv[u]);
             }
-            if (want_dw && t < t_end) load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, xs[u]);
           }
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u) {
-            const std::int64_t t = t0 + u;
-            if (t >= t_stop) break;
+            const std::int64_t pos = p0 + u;
+            if (pos >= p_stop) break;
+            const bool have = pos < len;
+            const std::int64_t lo_x = is != nullptr ? kMaxK - K : max64(kMaxK - K, kMaxK - 1 - pos);
+            if (have && (p.silu || (want_dw && pos < pb))) {
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) gw[kMaxK - 1][i] = gs[u][i];
-            if (want_dw && t < t_end) {
+              for (int i = 0; i < kVec; ++i) xw[kMaxK - 1][i] = xv[u][i];
+            }
+            float gv[kVec];
+            if (have && p.silu) {
+              float z[kVec];
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) xw[kMaxK - 1][i] = xs[u][i];
-              const std::int64_t lo = max64(kMaxK - K, kMaxK - 1 - t);  // x index >= 0
-#pragma unroll
-              for (int i = 0; i < kVec; ++i) db[i] += gw[kMaxK - 1][i];
+              for (int i = 0; i < kVec; ++i) z[i] = bias[i];
 #pragma unroll
               for (int j = 0; j < kMaxK; ++j)
-                if (j >= lo) {
+                if (j >= lo_x) {
 #pragma unroll
-                  for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(xw[j][i], gw[kMaxK - 1][i], dw[j][i]);
+                  for (int i = 0; i < kVec; ++i) z[i] = fmaf(w[j][i], xw[j][i], z[i]);
+                }
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) gv[i] = dyv[u][i] * silu_grad_f(z[i]);
+            } else {
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) gv[i] = have ? dyv[u][i] : 0.0f;
+            }
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) gw[kMaxK - 1][i] = gv[i];
+            if (want_dw && pos < pb) {
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) db[i] += gv[i];
+#pragma unroll
+              for (int j = 0; j < kMaxK; ++j)
+                if (j >= lo_x) {
+#pragma unroll
+                  for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(xw[j][i], gv[i], dw[j][i]);
                 }
             }
-            const std::int64_t di = t - (kMaxK - 1);  // dx row finished at this step
-            if (dxb != nullptr && di >= t_begin) {
-              const std::int64_t lo = max64(kMaxK - K, t - T_ + 1);  // dy index < T
+            const std::int64_t di = pos - (kMaxK - 1);  // dx row finished at this step
+            if (dxs != nullptr && di >= pa) {
+              const std::int64_t lo = max64(kMaxK - K, pos - len + 1);  // g index < len
               float acc[kVec];
 #pragma unroll
               for (int i = 0; i < kVec; ++i) acc[i] = 0.0f;
@@ -129,7 +185,13 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
 #pragma unroll
                   for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], gw[kMaxK - 1 - j][i], acc[i]);
                 }
-              store_vec<T, kVec>(dxb + di * p.dx_seq_stride, packed, n, acc);
+              if (fs != nullptr && di >= len - (K - 1)) {
+                float d[kVec];
+                load_vec<T, kVec>(fs + (di - len + K - 1) * p.d_final_state.seq_stride, packed, n, d);
+#pragma unroll
+                for (int i = 0; i < kVec; ++i) acc[i] += d[i];
+              }
+              store_vec<T, kVec>(dxs + di * p.dx_seq_stride, packed, n, acc);
             }
 #pragma unroll
             for (int j = 0; j < kMaxK - 1; ++j)
@@ -140,6 +202,7 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
               }
           }
         }
+        t = seg_end;
       }
       if (want_dw) {
         // Block reduction over threadIdx.y in a fixed order; slot kMaxK is dbias.
@@ -149,57 +212,99 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
           for (int i = 0; i < kVec; ++i) red[(j * kThreads + tid) * kVec + i] = j < kMaxK ? dw[j][i] : db[i];
         __syncthreads();
         if (threadIdx.y == 0 && c0 < C) {
+          const int nn = static_cast<int>(min64(kVec, C - c0));
           for (int j = kMaxK - K; j <= kMaxK; ++j) {
             const int k = j < kMaxK ? j - (kMaxK - K) : K;  // row of the tile's [K+1][C]
-            for (int i = 0; i < n; ++i) {
-              float s = 0.0f;
+            for (int i = 0; i < nn; ++i) {
+              float sum = 0.0f;
               for (int yy = 0; yy < static_cast<int>(blockDim.y); ++yy)
-                s += red[(j * kThreads + yy * blockDim.x + threadIdx.x) * kVec + i];
-              out[k * C + c0 + i] = s;
+                sum += red[(j * kThreads + yy * blockDim.x + threadIdx.x) * kVec + i];
+              out[k * C + c0 + i] = sum;
             }
           }
         }
         __syncthreads();
       }
     } else {
-      // Generic width: every tap read from memory.
-      if (active && dxb != nullptr) {
-        for (std::int64_t i0 = t_begin; i0 < t_end; ++i0) {
-          float acc[kVec];
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) acc[i] = 0.0f;
-          for (int k = static_cast<int>(max64(0, i0 + K - T_)); k < K; ++k) {
-            float g[kVec];
-            load_vec<T, kVec>(dyb + (i0 + K - 1 - k) * p.dy_seq_stride, packed, n, g);
-#pragma unroll
-            for (int i = 0; i < kVec; ++i)
-              if (i < n) acc[i] = fmaf(load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride), g[i], acc[i]);
+      // Generic width: every tap read from memory; g from dy or from the f32 workspace.
+      auto load_g = [&](std::int64_t s, std::int64_t first, std::int64_t pos, float (&v)[kVec]) {
+        if (gs.ws != nullptr) {
+          load_vec<float, kVec>(gs.ws + (first + pos) * C + c0, false, n, v);
+        } else {
+          load_vec<T, kVec>(dy + q.offset(s, first, pos, p.dy_batch_stride, p.dy_seq_stride) + c0, packed, n, v);
+        }
+      };
+      // dx, segment by segment.
+      if (active && dx != nullptr) {
+        std::int64_t s = q.find(t_begin);
+        for (std::int64_t t = t_begin; t < t_end;) {
+          std::int64_t first = q.begin(s), last = q.begin(s + 1);
+          while (last <= t) {
+            ++s;
+            first = last;
+            last = q.begin(s + 1);
           }
-          store_vec<T, kVec>(dxb + i0 * p.dx_seq_stride, packed, n, acc);
+          const std::int64_t seg_end = min64(t_end, last), len = last - first;
+          for (std::int64_t pos = t - first; pos < seg_end - first; ++pos) {
+            float acc[kVec];
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) acc[i] = 0.0f;
+            for (int k = static_cast<int>(max64(0, pos + K - len)); k < K; ++k) {
+              float gv[kVec];
+              load_g(s, first, pos + K - 1 - k, gv);
+#pragma unroll
+              for (int i = 0; i < kVec; ++i)
+                if (i < n) acc[i] = fmaf(load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride), gv[i], acc[i]);
+            }
+            if (dfs != nullptr && pos >= len - (K - 1)) {
+              float d[kVec];
+              load_vec<T, kVec>(dfs + s * p.d_final_state.batch_stride + (pos - len + K - 1) * p.d_final_state.seq_stride + c0,
+                                packed, n, d);
+#pragma unroll
+              for (int i = 0; i < kVec; ++i) acc[i] += d[i];
+            }
+            store_vec<T, kVec>(dx + q.offset(s, first, pos, p.dx_batch_stride, p.dx_seq_stride) + c0, packed, n, acc);
+          }
+          t = seg_end;
         }
       }
       if (want_dw) {
         for (int k = 0; k <= K; ++k) {  // k == K is dbias
-          float s[kVec];
+          float sum[kVec];
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) s[i] = 0.0f;
+          for (int i = 0; i < kVec; ++i) sum[i] = 0.0f;
           if (active) {
-            const std::int64_t t0 = k < K ? max64(t_begin, K - 1 - k) : t_begin;
-            for (std::int64_t t = t0; t < t_end; ++t) {
-              float g[kVec], xv[kVec];
-              load_vec<T, kVec>(dyb + t * p.dy_seq_stride, packed, n, g);
-              if (k < K) {
-                load_vec<T, kVec>(xb + (t + k - (K - 1)) * p.x_seq_stride, packed, n, xv);
-              } else {
-#pragma unroll
-                for (int i = 0; i < kVec; ++i) xv[i] = 1.0f;
+            std::int64_t s = q.find(t_begin);
+            for (std::int64_t t = t_begin; t < t_end;) {
+              std::int64_t first = q.begin(s), last = q.begin(s + 1);
+              while (last <= t) {
+                ++s;
+                first = last;
+                last = q.begin(s + 1);
               }
+              const std::int64_t seg_end = min64(t_end, last);
+              for (std::int64_t pos = t - first; pos < seg_end - first; ++pos) {
+                float gv[kVec], xv[kVec];
+                const std::int64_t src = pos + k - (K - 1);
+                if (k < K && src < 0 && init == nullptr) continue;
+                load_g(s, first, pos, gv);
+                if (k == K) {
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) s[i] = fmaf(xv[i], g[i], s[i]);
+                  for (int i = 0; i < kVec; ++i) xv[i] = 1.0f;
+                } else if (src >= 0) {
+                  load_vec<T, kVec>(x + q.offset(s, first, src, p.x_batch_stride, p.x_seq_stride) + c0, packed, n, xv);
+                } else {
+                  load_vec<T, kVec>(init + s * p.initial_state.batch_stride + (K - 1 + src) * p.initial_state.seq_stride + c0,
+                                    packed, n, xv);
+                }
+#pragma unroll
+                for (int i = 0; i < kVec; ++i) sum[i] = fmaf(xv[i], gv[i], sum[i]);
+              }
+              t = seg_end;
             }
           }
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) red[tid * kVec + i] = s[i];
+          for (int i = 0; i < kVec; ++i) red[tid * kVec + i] = sum[i];
           __syncthreads();
           if (threadIdx.y == 0 && c0 < C) {
             for (int i = 0; i < n; ++i) {
@@ -211,6 +316,68 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
           __syncthreads();
         }
       }
+    }
+  }
+}
+
+// z recomputed for one (sequence, position, channel) from x and the initial state.
+template <class T>
+__device__ float recompute_z(const BackwardParams& p, const SeqView& q, std::int64_t s, std::int64_t first, std::int64_t pos,
+                             std::int64_t c) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* init = static_cast<const T*>(p.initial_state.data);
+  const int K = static_cast<int>(p.shape.width);
+  float z = p.bias != nullptr ? load_any(p.bias, p.bdtype, c * p.bias_stride) : 0.0f;
+  for (int k = 0; k < K; ++k) {
+    const std::int64_t src = pos + k - (K - 1);
+    float v;
+    if (src >= 0) {
+      v = to_f32(x[q.offset(s, first, src, p.x_batch_stride, p.x_seq_stride) + c]);
+    } else if (init != nullptr) {
+      v = to_f32(init[s * p.initial_state.batch_stride + (K - 1 + src) * p.initial_state.seq_stride + c]);
+    } else {
+      continue;
+    }
+    z = fmaf(load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride), v, z);
+  }
+  return z;
+}
+
+template <class T>
+__device__ float grad_at(const BackwardParams& p, const SeqView& q, std::int64_t s, std::int64_t first, std::int64_t pos,
+                         std::int64_t c) {
+  const float d = to_f32(static_cast<const T*>(p.dy)[q.offset(s, first, pos, p.dy_batch_stride, p.dy_seq_stride) + c]);
+  return p.silu ? d * silu_grad_f(recompute_z<T>(p, q, s, first, pos, c)) : d;
+}
+
+// g = dy * silu'(z) into an f32 workspace [rows][C] (generic widths with SiLU).
+template <class T>
+__global__ __launch_bounds__(256) void silu_grad_kernel(BackwardParams p, SeqView q, std::int64_t rows, float* __restrict__ ws) {
+  const std::int64_t C = p.shape.channels;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < rows * C;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t t = idx / C, c = idx % C;
+    const std::int64_t s = q.find(t), first = q.begin(s);
+    ws[idx] = grad_at<T>(p, q, s, first, t - first, c);
+  }
+}
+
+// d_initial_state[s,j,c] = sum_{k<=j, j-k<len} w[c,k] g[s,j-k,c] + d_final_state[s,j-len,c] (j >= len).
+template <class T>
+__global__ __launch_bounds__(256) void d_initial_state_kernel(BackwardParams p, SeqView q) {
+  const std::int64_t C = p.shape.channels, K = p.shape.width, N = p.shape.batch;
+  const T* dfs = static_cast<const T*>(p.d_final_state.data);
+  T* out = static_cast<T*>(p.d_initial_state.data);
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < N * C;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t s = idx / C, c = idx % C;
+    const std::int64_t first = q.begin(s), len = q.begin(s + 1) - first;
+    for (std::int64_t j = 0; j < K - 1; ++j) {
+      float acc = 0.0f;
+      for (std::int64_t k = max64(0, j - len + 1); k <= j; ++k)
+        acc = fmaf(load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride), grad_at<T>(p, q, s, first, j - k, c), acc);
+      if (dfs != nullptr && j >= len) acc += to_f32(dfs[s * p.d_final_state.batch_stride + (j - len) * p.d_final_state.seq_stride + c]);
+      out[s * p.d_initial_state.batch_stride + j * p.d_initial_state.seq_stride + c] = from_f32<T>(acc);
     }
   }
 }
@@ -248,28 +415,59 @@ __global__ __launch_bounds__(kReduceX* kReduceY) void reduce_kernel(const float*
   }
 }
 
+unsigned grid_for(std::int64_t work, int sms) {
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((work + 255) / 256, static_cast<std::int64_t>(sms) * 32)));
+}
+
 template <class T, int kMaxK, int kVec>
 void launch(const BackwardParams& p, std::int64_t tokens_per_thread) {
   const int sms = sm_count(p.device_index);
-  const Geometry g = make_geometry(p.shape, kVec, tokens_per_thread, kThreads, sms);
+  const SeqView q = seq_view(p.seqs, p.shape);
+  const std::int64_t rows = flat_rows(p.seqs, p.shape);
+  const std::int64_t mean_len = std::max<std::int64_t>(1, rows / std::max<std::int64_t>(1, p.shape.batch));
+  const Geometry g = make_geometry(rows, p.shape.channels, mean_len, kVec, tokens_per_thread, kThreads, sms);
   const std::uintptr_t align = sizeof(T) * kVec;
   auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
     return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % align == 0 && s0 % kVec == 0 && s1 % kVec == 0);
   };
   const bool packed_ok = aligned(p.x, p.x_batch_stride, p.x_seq_stride) && aligned(p.dy, p.dy_batch_stride, p.dy_seq_stride) &&
-                         aligned(p.dx, p.dx_batch_stride, p.dx_seq_stride);
+                         aligned(p.dx, p.dx_batch_stride, p.dx_seq_stride) &&
+                         aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride) &&
+                         aligned(p.d_final_state.data, p.d_final_state.batch_stride, p.d_final_state.seq_stride);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const bool want_dw = p.dweight != nullptr || p.dbias != nullptr;
-  const std::int64_t tiles = p.shape.batch * g.tiles_per_seq;
   float* partials = nullptr;
-  if (want_dw) {
-    const std::size_t bytes = static_cast<std::size_t>(tiles) * static_cast<std::size_t>(p.shape.width + 1) *
-                              static_cast<std::size_t>(p.shape.channels) * sizeof(float);
-    SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials), bytes, stream));
+  GradSource gs;
+  if (rows > 0 && (want_dw || p.dx != nullptr)) {
+    if (want_dw) {
+      const std::size_t bytes = static_cast<std::size_t>(g.tiles) * static_cast<std::size_t>(p.shape.width + 1) *
+                                static_cast<std::size_t>(p.shape.channels) * sizeof(float);
+      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials), bytes, stream));
+    }
+    if (kMaxK == 0 && p.silu) {
+      float* ws = nullptr;
+      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws),
+                                           static_cast<std::size_t>(rows) * static_cast<std::size_t>(p.shape.channels) * sizeof(float), stream));
+      silu_grad_kernel<T><<<grid_for(rows * p.shape.channels, sms), 256, 0, stream>>>(p, q, rows, ws);
+      SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward silu gradient launch");
+      gs.ws = ws;
+    }
+    backward_kernel<T, kMaxK, kVec><<<g.grid, dim3(g.block_x, g.block_y), 0, stream>>>(p, g, q, packed_ok, partials, gs);
+    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward kernel launch");
+    if (gs.ws != nullptr) SHORTCONV_CUDA_CHECK(cudaFreeAsync(const_cast<float*>(gs.ws), stream));
   }
-  backward_kernel<T, kMaxK, kVec><<<g.grid, dim3(g.block_x, g.block_y), 0, stream>>>(p, g, packed_ok, partials);
-  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward kernel launch");
+  if (p.d_initial_state.data != nullptr) {
+    d_initial_state_kernel<T><<<grid_for(p.shape.batch * p.shape.channels, sms), 256, 0, stream>>>(p, q);
+    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward d_initial_state launch");
+  }
   if (want_dw) {
+    if (partials == nullptr) {
+      // No tokens at all: the tiles are empty and the sums are zero; a one-tile zero workspace keeps one code path.
+      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials),
+                                           static_cast<std::size_t>(p.shape.width + 1) * p.shape.channels * sizeof(float), stream));
+      SHORTCONV_CUDA_CHECK(cudaMemsetAsync(partials, 0, static_cast<std::size_t>(p.shape.width + 1) * p.shape.channels * sizeof(float), stream));
+    }
+    const std::int64_t tiles = rows > 0 ? g.tiles : 1;
     const std::int64_t blocks = ((p.shape.width + 1) * p.shape.channels + kReduceX - 1) / kReduceX;
     const auto grid = static_cast<unsigned>(std::min<std::int64_t>(blocks, static_cast<std::int64_t>(sms) * 16));
     reduce_kernel<<<grid, dim3(kReduceX, kReduceY), 0, stream>>>(partials, tiles, p);
@@ -285,7 +483,6 @@ void backward_fast(const BackwardParams& p) {
   using T = typename CudaType<kDtype>::type;
   constexpr int kPack = 16 / sizeof(T);
   DeviceGuard guard(p.device_index);
-  reject_features(p);
   const std::int64_t K = p.shape.width;
   if (K <= 4) {
     launch<T, 4, 4>(p, 128);

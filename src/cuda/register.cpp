@@ -27,6 +27,7 @@ void add_dtype(detail::Registry& r) {
   using detail::Op;
   r.add({DeviceType::cuda, Op::forward, kDtype, Variant::fast}, detail::ForwardFn{&forward_fast<kDtype>});
   r.add({DeviceType::cuda, Op::backward, kDtype, Variant::fast}, detail::BackwardFn{&backward_fast<kDtype>});
+  r.add({DeviceType::cuda, Op::update, kDtype, Variant::fast}, detail::UpdateFn{&update_fast<kDtype>});
   r.add({DeviceType::cuda, Op::forward, kDtype, Variant::naive}, detail::ForwardFn{&forward_naive<kDtype>});
   r.add({DeviceType::cuda, Op::backward, kDtype, Variant::naive}, detail::BackwardFn{&backward_naive<kDtype>});
 }

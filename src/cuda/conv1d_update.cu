@@ -1,0 +1,169 @@
+// CUDA decode step: y = conv over (conv_state[slot] ++ x_new), then the slot keeps the last K-1
+// inputs.
+//
+//   xe[i] = state[slot, i] for i < K-1, x[b, i-(K-1)] after;  y[b,t] = act(bias + sum_k w[k] xe[t+k])
+//   new state[slot, j] = xe[T_new + j]
+//
+// One thread owns (batch row b, kVec channels) and does everything for them: it reads the state
+// rows into a register window, slides x through it, writes y, then writes the window's tail back
+// as the new state, so the in-place update needs no synchronisation. No host reads, no
+// allocation: CUDA-graph safe. Padding rows (slot -1) write y = 0 and touch no state; a slot
+// outside [-1, S) cannot be reported without a host sync, so that row's y becomes NaN (loud) and
+// no state is touched. Summation order matches the forward kernel tap for tap, so decode equals
+// the full forward bitwise.
+#include <cmath>
+
+#include "check.hpp"
+#include "device/common.cuh"
+#include "device/sequences.cuh"
+#include "launch.hpp"
+
+namespace shortconv::cuda {
+namespace {
+
+using detail::UpdateParams;
+
+constexpr int kThreads = 128;
+
+template <class T, int kMaxK, int kVec>
+__global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool packed_ok) {
+  const std::int64_t B = p.shape.batch, Tn = p.shape.seqlen, C = p.shape.channels;
+  const int K = static_cast<int>(p.shape.width);
+  const std::int64_t cvecs = (C + kVec - 1) / kVec;
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  T* __restrict__ y = static_cast<T*>(p.y);
+  T* __restrict__ state = static_cast<T*>(p.state.data);
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < B * cvecs;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t b = idx / cvecs, c0 = (idx % cvecs) * kVec;
+    const int n = static_cast<int>(min64(kVec, C - c0));
+    const bool packed = packed_ok && n == kVec;
+    const std::int64_t slot = p.state_indices != nullptr ? load_index(p.state_indices, p.index_dtype, b * p.index_stride) : b;
+    T* yb = y + b * p.y_batch_stride + c0;
+    if (slot < 0 || slot >= p.num_slots) {
+      const float fill = slot == -1 ? 0.0f : NAN;
+      float v[kVec];
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[i] = fill;
+      for (std::int64_t t = 0; t < Tn; ++t) store_vec<T, kVec>(yb + t * p.y_seq_stride, packed, n, v);
+      continue;
+    }
+    const T* xb = x + b * p.x_batch_stride + c0;
+    T* st = state + slot * p.state.batch_stride + c0;
+    float bias[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) bias[i] = (p.bias != nullptr && i < n) ? load_any(p.bias, p.bdtype, (c0 + i) * p.bias_stride) : 0.0f;
+
+    if constexpr (kMaxK > 0) {
+      float w[kMaxK][kVec], win[kMaxK][kVec];  // slot j = tap j - (kMaxK - K); win[j] = xe[t + j - (kMaxK - K)]
+#pragma unroll
+      for (int j = 0; j < kMaxK; ++j) {
+        const int k = j - (kMaxK - K);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) {
+          w[j][i] = (k >= 0 && i < n) ? load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
+          win[j][i] = 0.0f;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kMaxK - 1; ++j)
+        if (j >= kMaxK - K) load_vec<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
+      for (std::int64_t t = 0; t < Tn; ++t) {
+        load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, win[kMaxK - 1]);
+        float acc[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) acc[i] = bias[i];
+#pragma unroll
+        for (int j = 0; j < kMaxK; ++j)
+          if (j >= kMaxK - K) {
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], win[j][i], acc[i]);
+          }
+        if (p.silu) {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) acc[i] = silu_f(acc[i]);
+        }
+        store_vec<T, kVec>(yb + t * p.y_seq_stride, packed, n, acc);
+#pragma unroll
+        for (int j = 0; j < kMaxK - 1; ++j)
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) win[j][i] = win[j + 1][i];
+      }
+      // After the last shift win[j] = xe[Tn + j - (kMaxK - K)] for j < kMaxK - 1: the new state.
+#pragma unroll
+      for (int j = 0; j < kMaxK - 1; ++j)
+        if (j >= kMaxK - K) store_vec<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
+    } else {
+      auto xe = [&](std::int64_t i, float (&v)[kVec]) {
+        if (i < K - 1) {
+          load_vec<T, kVec>(st + i * p.state.seq_stride, packed, n, v);
+        } else {
+          load_vec<T, kVec>(xb + (i - (K - 1)) * p.x_seq_stride, packed, n, v);
+        }
+      };
+      for (std::int64_t t = 0; t < Tn; ++t) {
+        float acc[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) acc[i] = bias[i];
+        for (int k = 0; k < K; ++k) {
+          float v[kVec];
+          xe(t + k, v);
+#pragma unroll
+          for (int i = 0; i < kVec; ++i)
+            if (i < n) acc[i] = fmaf(load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride), v[i], acc[i]);
+        }
+        if (p.silu) {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) acc[i] = silu_f(acc[i]);
+        }
+        store_vec<T, kVec>(yb + t * p.y_seq_stride, packed, n, acc);
+      }
+      // Row j reads xe[Tn + j], a higher state row than any written so far, or x.
+      for (int j = 0; j < K - 1; ++j) {
+        float v[kVec];
+        xe(Tn + j, v);
+        store_vec<T, kVec>(st + j * p.state.seq_stride, packed, n, v);
+      }
+    }
+  }
+}
+
+template <class T, int kMaxK, int kVec>
+void launch(const UpdateParams& p) {
+  const std::uintptr_t align = sizeof(T) * kVec;
+  auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
+    return reinterpret_cast<std::uintptr_t>(ptr) % align == 0 && s0 % kVec == 0 && s1 % kVec == 0;
+  };
+  const bool packed_ok = aligned(p.x, p.x_batch_stride, p.x_seq_stride) && aligned(p.y, p.y_batch_stride, p.y_seq_stride) &&
+                         aligned(p.state.data, p.state.batch_stride, p.state.seq_stride);
+  const std::int64_t work = p.shape.batch * ((p.shape.channels + kVec - 1) / kVec);
+  const auto grid = static_cast<unsigned>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>((work + kThreads - 1) / kThreads, static_cast<std::int64_t>(sm_count(p.device_index)) * 64)));
+  update_kernel<T, kMaxK, kVec><<<grid, kThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(p, packed_ok);
+  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_update kernel launch");
+}
+
+}  // namespace
+
+template <DType kDtype>
+void update_fast(const UpdateParams& p) {
+  using T = typename CudaType<kDtype>::type;
+  constexpr int kPack = 16 / sizeof(T);
+  DeviceGuard guard(p.device_index);
+  const std::int64_t K = p.shape.width;
+  if (K <= 4) {
+    launch<T, 4, kPack>(p);
+  } else if (K <= 8) {
+    launch<T, 8, 4>(p);
+  } else if (K <= 16) {
+    launch<T, 16, 2>(p);
+  } else {
+    launch<T, 0, kPack>(p);
+  }
+}
+
+template void update_fast<DType::f32>(const UpdateParams&);
+template void update_fast<DType::bf16>(const UpdateParams&);
+template void update_fast<DType::f16>(const UpdateParams&);
+
+}  // namespace shortconv::cuda

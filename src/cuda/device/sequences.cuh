@@ -1,0 +1,62 @@
+// Device-side view of where the sequences are: batch rows of equal length, or the packed runs of
+// a varlen batch (cu_seqlens). Kernels walk a flat token index t in [0, rows) and split their
+// token runs at sequence boundaries.
+#pragma once
+
+#include <cstdint>
+
+#include "../../params.hpp"
+#include "common.cuh"
+
+namespace shortconv::cuda {
+
+__device__ __forceinline__ std::int64_t load_index(const void* p, DType dtype, std::int64_t i) {
+  return dtype == DType::i64 ? static_cast<const std::int64_t*>(p)[i] : static_cast<const std::int32_t*>(p)[i];
+}
+
+struct SeqView {
+  const void* cu = nullptr;  // null in batch mode
+  DType cu_dtype = DType::i32;
+  std::int64_t count = 0;   // sequences
+  std::int64_t seqlen = 0;  // batch mode: T
+
+  __device__ __forceinline__ bool varlen() const { return cu != nullptr; }
+  /// Flat index of the first token of sequence s (s may be count: the end).
+  __device__ __forceinline__ std::int64_t begin(std::int64_t s) const { return varlen() ? load_index(cu, cu_dtype, s) : s * seqlen; }
+  /// The sequence holding flat token t (the last of several empty ones sharing its start).
+  __device__ __forceinline__ std::int64_t find(std::int64_t t) const {
+    if (!varlen()) return t / seqlen;
+    std::int64_t lo = 0, hi = count - 1;  // largest s with begin(s) <= t
+    while (lo < hi) {
+      const std::int64_t mid = (lo + hi + 1) / 2;
+      if (begin(mid) <= t) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return lo;
+  }
+  /// Element offset of (s, pos) in an x-like tensor; `first` is begin(s).
+  __device__ __forceinline__ std::int64_t offset(std::int64_t s, std::int64_t first, std::int64_t pos, std::int64_t batch_stride,
+                                                 std::int64_t seq_stride) const {
+    return varlen() ? (first + pos) * seq_stride : s * batch_stride + pos * seq_stride;
+  }
+};
+
+inline SeqView seq_view(const detail::Sequences& q, const detail::ConvShape& s) {
+  return {q.cu_seqlens, q.cu_dtype, s.batch, s.seqlen};
+}
+
+/// Flat token count: B*T in batch mode, the packed total in varlen mode.
+inline std::int64_t flat_rows(const detail::Sequences& q, const detail::ConvShape& s) {
+  return q.varlen() ? s.seqlen : s.batch * s.seqlen;
+}
+
+__device__ __forceinline__ float silu_f(float z) { return z / (1.0f + __expf(-z)); }
+__device__ __forceinline__ float silu_grad_f(float z) {
+  const float s = 1.0f / (1.0f + __expf(-z));
+  return s * (1.0f + z * (1.0f - s));
+}
+
+}  // namespace shortconv::cuda
