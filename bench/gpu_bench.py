@@ -293,7 +293,7 @@ def run_cli(cli: str, device: str, shape, csv_path: Path, iters: int | None) -> 
         with csv_path.open(newline="") as f:
             before = sum(1 for _ in csv.DictReader(f))
     cmd = [cli, "bench", "--device", device, "--dtype", dt, "--batch", str(B), "--seqlen", str(T),
-           "--channels", str(C), "--width", str(K), "--csv", str(csv_path)]
+           "--channels", str(C), "--width", str(K), "--bias", "--csv", str(csv_path)]  # cuDNN side has a bias too
     if iters is not None:
         cmd += ["--iters", str(iters)]
     log("$ " + " ".join(cmd))

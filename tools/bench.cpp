@@ -1,23 +1,33 @@
-// `shortconv bench`: times forward and backward for Variant::fast and Variant::naive and reports
-// them against the copy bandwidth measured on the same device in the same run.
+// `shortconv bench`: times forward and backward for Variant::fast and Variant::naive (or, with
+// --decode, the decode step conv1d_update) and reports them against the copy bandwidth measured on
+// the same device in the same run.
+//
+// Features (--silu, --bias, --state, --varlen N, --decode) change the op that is timed; the naive
+// variant runs the plain op only (a bias is fine), so with any other feature its rows are skipped.
 //
 // Bytes are the floor traffic in decimal GB: forward reads x and writes y; backward reads x and dy
-// and writes dx (weights, bias, dweight and dbias ignored). The floor time is those bytes at the
-// measured copy bandwidth; "% of floor" = floor time / measured time (= GB/s as % of the copy).
+// and writes dx (weights, bias, dweight, dbias and the [N, K-1, C] states ignored: they are small);
+// varlen counts its total tokens, B*T. Decode reads and writes the state of each row and reads x
+// and writes y: (2*B*(K-1)*C + 2*B*T*C) elements, the padding row counted as if it were real. The
+// floor time is those bytes at the measured copy bandwidth; "% of floor" = floor time / measured
+// time (= GB/s as % of the copy).
 //
 // Times are medians after warm-up. CPU: steady_clock around each call. CUDA (default): R calls
 // (R = 20, fewer for slow calls, whole rotations of the buffer sets) are captured into one CUDA
 // graph on the tool's non-blocking stream; each replay is timed with a pair of events and the time
 // per call is replay / R, so host launch overhead is not counted. CUDA with --no-graph: a pair of
 // events around each call, launch overhead included.
-// When one buffer set (x, y, dy, dx) fits in 50 MB, calls rotate over enough sets to span 100 MB,
-// so timings do not come from a warm L2; a graph captures the same rotation.
+// When one buffer set (x, y, dy, dx; for decode x, y and the conv_state) fits in 50 MB, calls
+// rotate over enough sets to span 100 MB, so timings do not come from a warm L2; a graph captures
+// the same rotation. The small states, cu_seqlens and state indices are shared by all sets.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
+#include <numeric>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -31,7 +41,9 @@ namespace {
 constexpr double kRotateBelowBytes = 50e6;  // a buffer set this small could stay in L2
 constexpr double kRotateSpanBytes = 100e6;  // rotated sets then span at least this much
 constexpr int kMaxSets = 1024;
-constexpr const char* kCsvHeader = "device,dtype,B,T,C,K,op,variant,ms,GBps,pct_copy,copy_GBps,floor_ms";
+// New columns go at the end, so scripts reading columns by name or by position keep working.
+constexpr const char* kCsvHeader = "device,dtype,B,T,C,K,op,variant,ms,GBps,pct_copy,copy_GBps,floor_ms,features";
+constexpr const char* kCsvHeaderV1 = "device,dtype,B,T,C,K,op,variant,ms,GBps,pct_copy,copy_GBps,floor_ms";
 constexpr int kCudaWarmup = 3;
 constexpr double kCpuBudgetMs = 3000.0;  // per op and variant; slow CPU runs get fewer iterations
 constexpr int kGraphCalls = 20;          // calls captured per graph (before rounding to whole rotations)
@@ -39,6 +51,7 @@ constexpr double kGraphBudgetMs = 20.0;  // slow calls get fewer per graph, at l
 constexpr double kGraphMaxReplayMs = 200.0;  // cap on a replay grown to whole rotations of the sets
 constexpr int kGraphWarmup = 2;          // untimed replays after instantiation
 constexpr int kEstimateCalls = 3;        // eager calls timed one by one to size the graph
+constexpr std::uint64_t kLayoutSeed = 0;  // varlen lengths and decode slots: the same every run
 
 // Value in (-1, 1), never 0, for element `i`: splitmix64 of (seed, i), so fills run in parallel.
 float hash_uniform(std::uint64_t seed, std::int64_t i) {
@@ -61,7 +74,8 @@ void fill_random(Tensor& t, std::uint64_t seed) {
 }
 
 struct BufferSet {
-  Tensor x, dy, y, dx;  // [B, T, C]
+  Tensor x, dy, y, dx;  // [B, T, C] or, varlen, [B*T, C]; decode: x and y [B, T_new, C] only
+  Tensor conv_state;    // decode: [B, K-1, C], updated in place by every call
 };
 
 struct Result {
@@ -166,13 +180,25 @@ std::string csv_field(const std::string& s) {
 int run_bench(const BenchOptions& o) {
   const Device device = resolve_device(o.device);
   const bool cuda = device.is_cuda();
+  const Features& f = o.features;
+  if (f.decode && (f.state || f.varlen > 0))
+    throw InvalidArgument("bench: --decode always reads and updates a conv_state; --state and --varlen are for "
+                          "forward and backward");
   const DType dtype = o.dtype ? parse_dtype(*o.dtype) : (cuda ? DType::bf16 : DType::f32);
+  if (!is_floating(dtype))
+    throw InvalidArgument("bench: --dtype " + *o.dtype + " is an index type; activations take f32, bf16 or f16");
   const DType wdtype = dtype;  // weights and bias in the activation dtype, as models usually keep them
-  const std::int64_t B = o.batch.value_or(cuda ? 4 : 1);
-  const std::int64_t T = o.seqlen.value_or(cuda ? 4096 : 65536);
-  const std::int64_t C = o.channels.value_or(cuda ? 4096 : 1024);
+  // Decode defaults are serving shapes: one new token for many rows, wide channels.
+  const std::int64_t B = o.batch.value_or(f.decode ? (cuda ? 256 : 64) : (cuda ? 4 : 1));
+  const std::int64_t T = o.seqlen.value_or(f.decode ? 1 : (cuda ? 4096 : 65536));
+  const std::int64_t C = o.channels.value_or(f.decode ? (cuda ? 8192 : 4096) : (cuda ? 4096 : 1024));
   const std::int64_t K = o.width.value_or(4);
   check_shape_size("bench", B, T, C, K);
+  const std::int64_t total = B * T;  // tokens
+  const std::vector<std::int64_t> lengths = f.varlen > 0 ? varlen_lengths(total, f.varlen, K, kLayoutSeed)
+                                                         : std::vector<std::int64_t>{};
+  const std::int64_t N = f.varlen > 0 ? f.varlen : B;  // sequences, the first dimension of the states
+  const DType cu_dtype = total <= std::numeric_limits<std::int32_t>::max() ? DType::i32 : DType::i64;
 
   // Open the CSV first so that an unwritable path fails before minutes of benchmarking.
   std::ofstream csv;
@@ -185,6 +211,9 @@ int run_bench(const BenchOptions& o) {
       std::string header;
       std::getline(in, header);
       if (!header.empty() && header.back() == '\r') header.pop_back();
+      if (header == kCsvHeaderV1)
+        throw InvalidArgument("bench: '" + *o.csv + "' was written by an older shortconv (no features column); "
+                              "use a new file");
       if (header != kCsvHeader)
         throw InvalidArgument("bench: '" + *o.csv + "' has the header '" + header + "', not '" + kCsvHeader +
                               "'; use a new file");
@@ -198,24 +227,55 @@ int run_bench(const BenchOptions& o) {
   const std::string device_desc = describe_device(device);
   const CopyBandwidth copy = measure_copy_bandwidth(device);
 
-  const std::int64_t act_bytes = B * T * C * static_cast<std::int64_t>(dtype_size(dtype));  // one [B, T, C]
-  const double set_bytes = 4.0 * static_cast<double>(act_bytes);
+  const auto elem = static_cast<std::int64_t>(dtype_size(dtype));
+  const std::int64_t act_bytes = total * C * elem;            // one [B, T, C] (or [B*T, C])
+  const std::int64_t state_bytes = B * (K - 1) * C * elem;    // decode: one conv_state of B slots
+  const double set_bytes = f.decode ? 2.0 * static_cast<double>(act_bytes) + static_cast<double>(state_bytes)
+                                    : 4.0 * static_cast<double>(act_bytes);
   const int sets = set_bytes >= kRotateBelowBytes
                        ? 1
                        : static_cast<int>(std::clamp(std::ceil(kRotateSpanBytes / set_bytes), 2.0, double(kMaxSets)));
+  const std::vector<std::int64_t> act_shape =
+      f.varlen > 0 ? std::vector<std::int64_t>{total, C} : std::vector<std::int64_t>{B, T, C};
+  const std::span<const std::int64_t> act(act_shape);
 
   std::vector<BufferSet> bufs;
   bufs.reserve(static_cast<std::size_t>(sets));
   for (int i = 0; i < sets; ++i) {
-    BufferSet set{Tensor(dtype, {B, T, C}, device), Tensor(dtype, {B, T, C}, device), Tensor(dtype, {B, T, C}, device),
-                  Tensor(dtype, {B, T, C}, device)};
+    BufferSet set;
+    set.x = Tensor(dtype, act, device);
+    set.y = Tensor(dtype, act, device);
     fill_random(set.x, 2 * static_cast<std::uint64_t>(i) + 1);
-    fill_random(set.dy, 2 * static_cast<std::uint64_t>(i) + 2);
+    if (f.decode) {
+      set.conv_state = Tensor(dtype, {B, K - 1, C}, device);
+      fill_random(set.conv_state, 2 * static_cast<std::uint64_t>(i) + 2);
+    } else {
+      set.dy = Tensor(dtype, act, device);
+      set.dx = Tensor(dtype, act, device);
+      fill_random(set.dy, 2 * static_cast<std::uint64_t>(i) + 2);
+    }
     bufs.push_back(std::move(set));
   }
   Tensor w(wdtype, {C, K}, device), bias(wdtype, {C}, device), dw(wdtype, {C, K}, device), db(wdtype, {C}, device);
   fill_random(w, 1000);
   fill_random(bias, 1001);
+  // Shared by every set: states [N, K-1, C] (small next to x), cu_seqlens, decode slots.
+  Tensor init, fin, dfin, dinit, cu, slots;
+  if (f.state) {
+    init = Tensor(dtype, {N, K - 1, C}, device);
+    fin = Tensor(dtype, {N, K - 1, C}, device);
+    dfin = Tensor(dtype, {N, K - 1, C}, device);
+    dinit = Tensor(dtype, {N, K - 1, C}, device);
+    fill_random(init, 1002);
+    fill_random(dfin, 1003);
+  }
+  if (f.varlen > 0) {
+    std::vector<std::int64_t> offsets(lengths.size() + 1, 0);
+    std::partial_sum(lengths.begin(), lengths.end(), offsets.begin() + 1);
+    cu = index_tensor(offsets, cu_dtype, device);
+  }
+  const std::vector<std::int64_t> slot_list = f.decode ? decode_slots(B, kLayoutSeed) : std::vector<std::int64_t>{};
+  if (f.decode) slots = index_tensor(slot_list, DType::i32, device);
   synchronize(default_stream(device));  // the timed calls run on a non-blocking stream
 
   const OwnedStream owned(device);  // a CUDA stream; on the CPU just {cpu, null}
@@ -223,37 +283,69 @@ int run_bench(const BenchOptions& o) {
 
   const double fwd_bytes = 2.0 * static_cast<double>(act_bytes);  // read x, write y
   const double bwd_bytes = 3.0 * static_cast<double>(act_bytes);  // read x and dy, write dx
+  const double dec_bytes = 2.0 * static_cast<double>(state_bytes + act_bytes);  // state read + write, x, y
   const auto floor_ms = [&](double bytes) { return bytes / (copy.gbps * 1e6); };  // GB/s = 1e6 bytes per ms
   const bool use_graph = cuda && o.graph;
+  const bool run_naive = f.plain();
+  const std::string features = f.str();
 
-  // One summary line (device, dtype, shape, copy bandwidth), then how each number was obtained.
-  std::printf("shortconv bench: %s | %s (weights %s) | B=%lld T=%lld C=%lld K=%lld | copy %.1f GB/s\n",
+  // One summary line (device, dtype, shape, features, copy bandwidth), then how each number was obtained.
+  std::printf("shortconv bench: %s | %s (weights %s) | B=%lld T=%lld C=%lld K=%lld | features %s | copy %.1f GB/s\n",
               device_desc.c_str(), std::string(dtype_name(dtype)).c_str(), std::string(dtype_name(wdtype)).c_str(),
               static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(C),
-              static_cast<long long>(K), copy.gbps);
+              static_cast<long long>(K), features.c_str(), copy.gbps);
   std::printf("  copy    %s, median of %d\n", copy.method.c_str(), copy.runs);
-  std::printf("  bytes   forward x + y = %s; backward x + dy + dx = %s (weights ignored); %d buffer set%s\n",
-              bytes_str(fwd_bytes).c_str(), bytes_str(bwd_bytes).c_str(), sets, sets == 1 ? "" : "s, rotated");
-  std::printf("  floor   bytes at the copy bandwidth: forward %.4f ms, backward %.4f ms\n", floor_ms(fwd_bytes),
-              floor_ms(bwd_bytes));
+  if (f.varlen > 0) {
+    const auto [lo, hi] = std::minmax_element(lengths.begin(), lengths.end());
+    std::printf("  varlen  x [%lld, C]: %lld sequences of %lld to %lld tokens (fixed seed), cu_seqlens %s\n",
+                static_cast<long long>(total), static_cast<long long>(N), static_cast<long long>(*lo),
+                static_cast<long long>(*hi), std::string(dtype_name(cu_dtype)).c_str());
+  }
+  if (f.decode) {
+    std::printf("  decode  x [B, T_new, C] = [%lld, %lld, %lld], conv_state [%lld, %lld, %lld] updated in place, "
+                "state_indices i32: a permutation of the slots%s\n",
+                static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(C),
+                static_cast<long long>(B), static_cast<long long>(K - 1), static_cast<long long>(C),
+                B >= 2 ? " with one -1 padding row" : "");
+    std::printf("  bytes   state read + write + x + y = (2*B*(K-1)*C + 2*B*T*C) * %lld = %s (weights ignored); "
+                "%d buffer set%s\n",
+                static_cast<long long>(elem), bytes_str(dec_bytes).c_str(), sets, sets == 1 ? "" : "s, rotated");
+    std::printf("  floor   bytes at the copy bandwidth: decode %.4f ms\n", floor_ms(dec_bytes));
+  } else {
+    std::printf("  bytes   forward x + y = %s; backward x + dy + dx = %s (weights%s ignored); %d buffer set%s\n",
+                bytes_str(fwd_bytes).c_str(), bytes_str(bwd_bytes).c_str(), f.state ? " and states" : "", sets,
+                sets == 1 ? "" : "s, rotated");
+    std::printf("  floor   bytes at the copy bandwidth: forward %.4f ms, backward %.4f ms\n", floor_ms(fwd_bytes),
+                floor_ms(bwd_bytes));
+  }
   std::printf("  timing  median after warm-up; %s\n",
               use_graph ? "CUDA graph of R calls on a non-blocking stream, events around each replay, "
                           "time per call = replay / R (host launch overhead excluded)"
               : cuda    ? "CUDA events around each call on a non-blocking stream (host launch overhead included)"
                         : "steady_clock around each call; runs capped at ~3 s per row, at least 1");
+  if (!run_naive) std::printf("  naive   n/a (plain op only)\n");
   std::fflush(stdout);
 
+  const Activation act_fn = f.silu ? Activation::silu : Activation::none;
   std::vector<Result> results;
-  for (const Variant variant : {Variant::fast, Variant::naive}) {
+  std::vector<Variant> variants{Variant::fast};
+  if (run_naive) variants.push_back(Variant::naive);
+  for (const Variant variant : variants) {
     const char* vname = variant == Variant::fast ? "fast" : "naive";
-    // The plain op: fields are set one by one, so options added to the args structs later keep
-    // their defaults without -Wmissing-field-initializers noise.
+    // Fields are set one by one, so options added to the args structs later keep their defaults
+    // without -Wmissing-field-initializers noise.
     auto fwd = [&](int s) {
       Conv1dForwardArgs a;
       a.x = bufs[s].x;
       a.weight = w;
-      a.bias = bias.view();
+      if (f.bias) a.bias = bias.view();
       a.y = bufs[s].y;
+      a.activation = act_fn;
+      if (f.state) {
+        a.initial_state = init.view();
+        a.final_state = fin.view();
+      }
+      if (f.varlen > 0) a.cu_seqlens = cu.view();
       a.variant = variant;
       conv1d_forward(a, stream);
     };
@@ -261,15 +353,37 @@ int run_bench(const BenchOptions& o) {
       Conv1dBackwardArgs a;
       a.x = bufs[s].x;
       a.weight = w;
+      if (f.bias) a.bias = bias.view();  // needed to recompute z under silu
       a.dy = bufs[s].dy;
+      a.activation = act_fn;
+      if (f.state) {
+        a.initial_state = init.view();
+        a.d_final_state = dfin.view();
+        a.d_initial_state = dinit.view();
+      }
+      if (f.varlen > 0) a.cu_seqlens = cu.view();
       a.dx = bufs[s].dx.view();
       a.dweight = dw.view();
-      a.dbias = db.view();
+      if (f.bias) a.dbias = db.view();
       a.variant = variant;
       conv1d_backward(a, stream);
     };
-    for (const auto& [op, call, bytes] : {std::tuple{"forward", std::function<void(int)>(fwd), fwd_bytes},
-                                          std::tuple{"backward", std::function<void(int)>(bwd), bwd_bytes}}) {
+    auto upd = [&](int s) {
+      Conv1dUpdateArgs a;
+      a.x = bufs[s].x;
+      a.conv_state = bufs[s].conv_state;
+      a.weight = w;
+      if (f.bias) a.bias = bias.view();
+      a.y = bufs[s].y;
+      a.activation = act_fn;
+      a.state_indices = slots.view();
+      conv1d_update(a, stream);
+    };
+    using Row = std::tuple<const char*, std::function<void(int)>, double>;
+    const std::vector<Row> rows =
+        f.decode ? std::vector<Row>{Row{"decode", upd, dec_bytes}}
+                 : std::vector<Row>{Row{"forward", fwd, fwd_bytes}, Row{"backward", bwd, bwd_bytes}};
+    for (const auto& [op, call, bytes] : rows) {
       Timing t;
       if (use_graph) {
         try {
@@ -296,8 +410,8 @@ int run_bench(const BenchOptions& o) {
   for (const Result& r : results) {
     std::string ratio;
     if (std::string(r.variant) == "naive") {
-      for (const Result& f : results)
-        if (std::string(f.op) == r.op && std::string(f.variant) == "fast") ratio = format("%.2fx", r.ms / f.ms);
+      for (const Result& fr : results)
+        if (std::string(fr.op) == r.op && std::string(fr.variant) == "fast") ratio = format("%.2fx", r.ms / fr.ms);
     }
     std::string line =
         format("%-9s %-7s %5d %12.4f %10.2f %9.1f%% %11s", r.op, r.variant, r.runs, r.ms, r.gbps, r.pct, ratio.c_str());
@@ -306,7 +420,8 @@ int run_bench(const BenchOptions& o) {
     if (csv) {
       csv << csv_field(device_desc) << ',' << dtype_name(dtype) << ',' << B << ',' << T << ',' << C << ',' << K << ','
           << r.op << ',' << r.variant << ','
-          << format("%.6g,%.6g,%.4g,%.6g,%.6g", r.ms, r.gbps, r.pct, copy.gbps, r.floor_ms) << '\n';
+          << format("%.6g,%.6g,%.4g,%.6g,%.6g", r.ms, r.gbps, r.pct, copy.gbps, r.floor_ms) << ','
+          << csv_field(features) << '\n';
     }
   }
   if (use_graph) {

@@ -72,9 +72,10 @@ void check_shape_size(const char* op, std::int64_t batch, std::int64_t seqlen, s
                       std::int64_t width);
 
 /// Lengths of `count` sequences summing to `total` tokens (each at least 1), drawn from a
-/// mt19937_64 seeded with `seed`. With count >= 2, one sequence has length 1 and another a length
-/// in [1, K-1] (just 1 when K <= 2, or when the total leaves no room); the rest split what is left
-/// at random cut points. Throws InvalidArgument when count > total.
+/// mt19937_64 seeded with `seed`, in shuffled order. count = 2: {1, total - 1}. count >= 3: one of
+/// length 1, one of length 2..K-1 (1 when K <= 2 or the total leaves no room), and the rest split
+/// what is left at random cut points. So with count >= 2 one is of length 1, which is also < K for
+/// K >= 2. Throws InvalidArgument unless 1 <= count <= total.
 std::vector<std::int64_t> varlen_lengths(std::int64_t total, std::int64_t count, std::int64_t width,
                                          std::uint64_t seed);
 

@@ -27,16 +27,20 @@ const CLI::Validator kPositive(
     },
     "POSITIVE");
 
-// Accepts what shortconv::parse_dtype accepts (and "all" for check); the message is the library's.
+// Accepts the floating dtypes shortconv::parse_dtype accepts (and "all" for check); the index
+// types (i32, i64) hold cu_seqlens and state indices, never activations.
 CLI::Validator dtype_validator(bool allow_all) {
   return CLI::Validator(
       [allow_all](std::string& s) -> std::string {
         if (allow_all && s == "all") return {};
+        shortconv::DType dtype{};
         try {
-          shortconv::parse_dtype(s);
+          dtype = shortconv::parse_dtype(s);
         } catch (const shortconv::InvalidArgument& e) {
           return allow_all ? "unknown dtype '" + s + "' (expected f32, bf16, f16 or all)" : std::string(e.what());
         }
+        if (!shortconv::is_floating(dtype))
+          return "dtype '" + s + "' is an index type; activations and weights take f32, bf16 or f16";
         return {};
       },
       allow_all ? "f32|bf16|f16|all" : "f32|bf16|f16");
@@ -72,6 +76,25 @@ void add_shape_options(CLI::App* cmd, std::int64_t& batch, std::int64_t& seqlen,
   cmd->add_option("--width,-K", width, "filter width K")->check(kPositive)->capture_default_str();
 }
 
+// --silu, --bias/--no-bias, --state, --varlen N and --decode, shared by check and bench.
+void add_feature_options(CLI::App* cmd, shortconv::tool::Features& f, const char* bias_help, const char* decode_help) {
+  cmd->add_flag("--silu", f.silu, "fused SiLU epilogue: y = silu(conv + bias)");
+  cmd->add_flag("--bias,!--no-bias", f.bias, bias_help);
+  CLI::Option* state = cmd->add_flag(
+      "--state", f.state,
+      "forward takes initial_state and writes final_state [N, K-1, C]; backward takes d_final_state and writes "
+      "d_initial_state");
+  CLI::Option* varlen =
+      cmd->add_option("--varlen", f.varlen,
+                      "pack N sequences of random lengths (fixed seed; one of length 1 and one shorter than K) "
+                      "summing to B*T tokens into x [B*T, C], with cu_seqlens i32 on the device")
+          ->check(kPositive)
+          ->type_name("N");
+  CLI::Option* decode = cmd->add_flag("--decode", f.decode, decode_help);
+  decode->excludes(state);
+  decode->excludes(varlen);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -87,7 +110,9 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
 
     CLI::App* check_cmd = app.add_subcommand(
-        "check", "run forward and backward on a device and compare with an fp64 reference; exit 1 on failure");
+        "check",
+        "run forward and backward (or the decode step) on a device and compare every output with an fp64 "
+        "reference; exit 1 on failure");
     check_cmd->add_option("--device", check.device, "cpu, cuda or cuda:N (default: CUDA when available)")
         ->check(kDevice);
     check_cmd->add_option("--dtype", check.dtype, "activation and weight dtype, or all")
@@ -95,17 +120,29 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     add_shape_options(check_cmd, check.batch, check.seqlen, check.channels, check.width);
     check_cmd->add_option("--seed", check.seed, "seed of the input generator")->capture_default_str();
+    add_feature_options(check_cmd, check.features, "with a bias [C] and dbias (default; --no-bias: without)",
+                        "check conv1d_update instead: x [B, T_new=T, C], conv_state of B slots, state_indices a "
+                        "random permutation with one -1 padding row (B >= 2)");
 
     CLI::App* bench_cmd = app.add_subcommand(
-        "bench", "time forward and backward (fast and naive) against the measured copy bandwidth");
+        "bench",
+        "time forward and backward (fast, and naive for the plain op), or the decode step, against the measured "
+        "copy bandwidth");
     bench_cmd->add_option("--device", bench.device, "cpu, cuda or cuda:N (default: CUDA when available)")
         ->check(kDevice);
     bench_cmd->add_option("--dtype", bench.dtype, "activation and weight dtype (default: bf16 on CUDA, f32 on CPU)")
         ->check(dtype_validator(false));
-    bench_cmd->add_option("--batch,-B", bench.batch, "batch size B (default: 4 on CUDA, 1 on CPU)")->check(kPositive);
-    bench_cmd->add_option("--seqlen,-T", bench.seqlen, "sequence length T (default: 4096 on CUDA, 65536 on CPU)")
+    bench_cmd
+        ->add_option("--batch,-B", bench.batch,
+                     "batch size B (default: 4 on CUDA, 1 on CPU; --decode: 256 on CUDA, 64 on CPU)")
         ->check(kPositive);
-    bench_cmd->add_option("--channels,-C", bench.channels, "channels C (default: 4096 on CUDA, 1024 on CPU)")
+    bench_cmd
+        ->add_option("--seqlen,-T", bench.seqlen,
+                     "sequence length T (default: 4096 on CUDA, 65536 on CPU; --decode: T_new = 1)")
+        ->check(kPositive);
+    bench_cmd
+        ->add_option("--channels,-C", bench.channels,
+                     "channels C (default: 4096 on CUDA, 1024 on CPU; --decode: 8192 on CUDA, 4096 on CPU)")
         ->check(kPositive);
     bench_cmd->add_option("--width,-K", bench.width, "filter width K (default: 4)")->check(kPositive);
     bench_cmd->add_option("--iters", bench.iters,
@@ -117,6 +154,9 @@ int main(int argc, char** argv) {
                         "replaying a CUDA graph of R calls");
     bench_cmd->add_option("--csv", bench.csv, "append result rows to this CSV file (header when new)")
         ->type_name("FILE");
+    add_feature_options(bench_cmd, bench.features, "with a bias [C] and dbias (default: without)",
+                        "time conv1d_update instead: x [B, T_new=T, C], conv_state of B slots, state_indices a "
+                        "random permutation with one -1 padding row (B >= 2)");
 
     app.parse(argc, argv);
     if (check_cmd->parsed()) return shortconv::tool::run_check(check);

@@ -47,7 +47,7 @@ struct RefSequence {
 namespace detail {
 inline double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
-// xe[q, c], or nullptr-like absence reported through `present`.
+// xe[q, c]; `present` is false where the term is absent (before t = 0 without init).
 inline double extended(const RefSequence& s, std::int64_t q, std::int64_t c, bool& present) {
   const std::int64_t C = s.channels, K = s.width;
   present = q >= 0 || !s.init.empty();
@@ -70,7 +70,7 @@ inline void pre_activation(const RefSequence& s, std::int64_t t, std::int64_t c,
 }
 }  // namespace detail
 
-/// y [L, C] (values and magnitudes, written at y_off / y_off of `y`) and, when `final_state` is not
+/// y [L, C] (values and magnitudes, written from flat index y_off of `y`) and, when `final_state` is not
 /// empty, the sequence's final state [K-1, C] (an exact copy of inputs: magnitude 0).
 inline void reference_forward(const RefSequence& s, RefValues& y, std::int64_t y_off, std::span<double> final_state) {
   const std::int64_t L = s.length, C = s.channels, K = s.width;
