@@ -38,19 +38,25 @@ struct GradSource {
   const float* ws = nullptr;  // [rows][C] when not null
 };
 
-template <class T, int kMaxK, int kVec>
-__global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Geometry g, SeqView q, bool packed_ok,
-                                                            float* __restrict__ partials, GradSource gs) {
-  constexpr int kSlots = kMaxK > 0 ? kMaxK + 1 : 1;  // dw taps + dbias per thread
+// Blocks per SM the register budget must allow.
+template <int kMaxK, bool kDx, bool kDw>
+constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 32 ? 2 : (kDx && kDw && kMaxK >= 16) ? 3 : 4;
+
+// kDx / kDw select what a launch computes: both (fused, K <= 16), or one of them (wider
+// windows, two passes) so that only two of the four register windows exist at a time.
+template <class T, int kMaxK, int kVec, bool kDx, bool kDw>
+__global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backward_kernel(
+    BackwardParams p, Geometry g, SeqView q, bool packed_ok, float* __restrict__ partials, GradSource gs) {
+  constexpr int kSlots = kMaxK > 0 && kDw ? kMaxK + 1 : 1;  // dw taps + dbias per thread
   __shared__ float red[kThreads * kVec * kSlots];
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ dy = static_cast<const T*>(p.dy);
   const T* __restrict__ init = static_cast<const T*>(p.initial_state.data);
   const T* __restrict__ dfs = static_cast<const T*>(p.d_final_state.data);
-  T* __restrict__ dx = static_cast<T*>(p.dx);
+  T* __restrict__ dx = kDx ? static_cast<T*>(p.dx) : nullptr;
   const std::int64_t C = p.shape.channels;
   const int K = static_cast<int>(p.shape.width);
-  const bool want_dw = partials != nullptr;
+  const bool want_dw = kDw && partials != nullptr;
   const int tid = threadIdx.y * blockDim.x + threadIdx.x;
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
@@ -70,16 +76,20 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
       bias[i] = (p.silu && p.bias != nullptr && i < n) ? load_any(p.bias, p.bdtype, (c0 + i) * p.bias_stride) : 0.0f;
 
     if constexpr (kMaxK > 0) {
-      float w[kMaxK][kVec];   // slot j = tap j - (kMaxK - K)
-      float dw[kMaxK][kVec];  // per-slot dw partial
+      constexpr int kXW = kDw ? kMaxK : 1;  // x window and dw partials exist only with kDw
+      constexpr int kGW = kDx ? kMaxK : 1;  // g window exists only with kDx
+      constexpr int kWW = kDx ? kMaxK : 1;  // weights: for dx, and for z (SiLU, fused only)
+      float w[kWW][kVec];    // slot j = tap j - (kMaxK - K)
+      float dw[kXW][kVec];   // per-slot dw partial
       float db[kVec];
 #pragma unroll
       for (int j = 0; j < kMaxK; ++j) {
         const int k = j - (kMaxK - K);
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
-          w[j][i] = (k >= 0 && i < n) ? load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
-          dw[j][i] = 0.0f;
+          if constexpr (kDx)
+            w[j][i] = (k >= 0 && i < n) ? load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
+          if constexpr (kDw) dw[j][i] = 0.0f;
         }
       }
 #pragma unroll
@@ -100,18 +110,19 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
         T* dxs = dx != nullptr ? dx + q.offset(s, first, 0, p.dx_batch_stride, p.dx_seq_stride) + c0 : nullptr;
         const T* is = init != nullptr ? init + s * p.initial_state.batch_stride + c0 : nullptr;
         const T* fs = dfs != nullptr ? dfs + s * p.d_final_state.batch_stride + c0 : nullptr;
-        const bool need_x = want_dw || p.silu;
+        const bool need_x = kDw && (want_dw || p.silu);
 
-        float xw[kMaxK][kVec];  // xw[j] = xe[pos - (kMaxK-1) + j]
-        float gw[kMaxK][kVec];  // gw[j] = g[pos - (kMaxK-1) + j]
+        float xw[kXW][kVec];  // xw[j] = xe[pos - (kMaxK-1) + j]
+        float gw[kGW][kVec];  // gw[j] = g[pos - (kMaxK-1) + j]
 #pragma unroll
-        for (int j = 0; j < kMaxK; ++j)
+        for (int i = 0; i < kVec; ++i) {
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) {
-            xw[j][i] = 0.0f;
-            gw[j][i] = 0.0f;
-          }
-        if (need_x) {
+          for (int j = 0; j < kXW; ++j) xw[j][i] = 0.0f;
+#pragma unroll
+          for (int j = 0; j < kGW; ++j) gw[j][i] = 0.0f;
+        }
+        if constexpr (kDw) {
+          if (need_x) {
 #pragma unroll
           for (int j = 0; j < kMaxK - 1; ++j) {
             const std::int64_t pj = pa - (kMaxK - 1) + j;
@@ -122,6 +133,7 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
               load_vec<T, kVec>(is + (K - 1 + pj) * p.initial_state.seq_stride, packed, n, xw[j]);
             }
           }
+          }
         }
         const std::int64_t p_stop = dxs != nullptr ? pb + kMaxK - 1 : pb;
         for (std::int64_t p0 = pa; p0 < p_stop; p0 += kUnroll) {
@@ -131,7 +143,7 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
             const std::int64_t pos = p0 + u;
             if (pos < p_stop && pos < len) {
               load_vec<T, kVec>(dys + pos * p.dy_seq_stride, packed, n, dyv[u]);
-              if (p.silu || (want_dw && pos < pb)) load_vec<T, kVec>(xs + pos * p.x_seq_stride, packed, n, xv[u]);
+              if (kDw && (p.silu || (want_dw && pos < pb))) load_vec<T, kVec>(xs + pos * p.x_seq_stride, packed, n, xv[u]);
             }
           }
 #pragma unroll
@@ -140,50 +152,59 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
             if (pos >= p_stop) break;
             const bool have = pos < len;
             const std::int64_t lo_x = is != nullptr ? kMaxK - K : max64(kMaxK - K, kMaxK - 1 - pos);
-            if (have && (p.silu || (want_dw && pos < pb))) {
+            if constexpr (kDw) {
+              if (have && (p.silu || (want_dw && pos < pb))) {
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) xw[kMaxK - 1][i] = xv[u][i];
+                for (int i = 0; i < kVec; ++i) xw[kXW - 1][i] = xv[u][i];
+              }
             }
             float gv[kVec];
-            if (have && p.silu) {
-              float z[kVec];
+            bool silu_done = false;
+            if constexpr (kDx && kDw) {  // SiLU runs fused only
+              if (have && p.silu) {
+                float z[kVec];
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) z[i] = bias[i];
+                for (int i = 0; i < kVec; ++i) z[i] = bias[i];
 #pragma unroll
-              for (int j = 0; j < kMaxK; ++j)
-                if (j >= lo_x) {
+                for (int j = 0; j < kXW; ++j)
+                  if (j >= lo_x) {
 #pragma unroll
-                  for (int i = 0; i < kVec; ++i) z[i] = fmaf(w[j][i], xw[j][i], z[i]);
-                }
+                    for (int i = 0; i < kVec; ++i) z[i] = fmaf(w[j][i], xw[j][i], z[i]);
+                  }
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) gv[i] = dyv[u][i] * silu_grad_f(z[i]);
-            } else {
+                for (int i = 0; i < kVec; ++i) gv[i] = dyv[u][i] * silu_grad_f(z[i]);
+                silu_done = true;
+              }
+            }
+            if (!silu_done) {
 #pragma unroll
               for (int i = 0; i < kVec; ++i) gv[i] = have ? dyv[u][i] : 0.0f;
             }
+            if constexpr (kDx) {
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) gw[kMaxK - 1][i] = gv[i];
-            if (want_dw && pos < pb) {
+              for (int i = 0; i < kVec; ++i) gw[kGW - 1][i] = gv[i];
+            }
+            if (kDw && want_dw && pos < pb) {
 #pragma unroll
               for (int i = 0; i < kVec; ++i) db[i] += gv[i];
 #pragma unroll
-              for (int j = 0; j < kMaxK; ++j)
+              for (int j = 0; j < kXW; ++j)
                 if (j >= lo_x) {
 #pragma unroll
                   for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(xw[j][i], gv[i], dw[j][i]);
                 }
             }
             const std::int64_t di = pos - (kMaxK - 1);  // dx row finished at this step
-            if (dxs != nullptr && di >= pa) {
+            if (kDx && dxs != nullptr && di >= pa) {
               const std::int64_t lo = max64(kMaxK - K, pos - len + 1);  // g index < len
               float acc[kVec];
 #pragma unroll
               for (int i = 0; i < kVec; ++i) acc[i] = 0.0f;
 #pragma unroll
-              for (int j = 0; j < kMaxK; ++j)
+              for (int j = 0; j < kGW; ++j)
                 if (j >= lo) {
 #pragma unroll
-                  for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], gw[kMaxK - 1 - j][i], acc[i]);
+                  for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], gw[kGW - 1 - j][i], acc[i]);
                 }
               if (fs != nullptr && di >= len - (K - 1)) {
                 float d[kVec];
@@ -194,22 +215,23 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
               store_vec<T, kVec>(dxs + di * p.dx_seq_stride, packed, n, acc);
             }
 #pragma unroll
-            for (int j = 0; j < kMaxK - 1; ++j)
+            for (int i = 0; i < kVec; ++i) {
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) {
-                xw[j][i] = xw[j + 1][i];
-                gw[j][i] = gw[j + 1][i];
-              }
+              for (int j = 0; j < kXW - 1; ++j) xw[j][i] = xw[j + 1][i];
+#pragma unroll
+              for (int j = 0; j < kGW - 1; ++j) gw[j][i] = gw[j + 1][i];
+            }
           }
         }
         t = seg_end;
       }
-      if (want_dw) {
+      if constexpr (kDw) {
+        if (want_dw) {
         // Block reduction over threadIdx.y in a fixed order; slot kMaxK is dbias.
 #pragma unroll
-        for (int j = 0; j <= kMaxK; ++j)
+        for (int j = 0; j < kSlots; ++j)
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) red[(j * kThreads + tid) * kVec + i] = j < kMaxK ? dw[j][i] : db[i];
+          for (int i = 0; i < kVec; ++i) red[(j * kThreads + tid) * kVec + i] = j < kXW && j < kSlots - 1 ? dw[j < kXW ? j : 0][i] : db[i];
         __syncthreads();
         if (threadIdx.y == 0 && c0 < C) {
           const int nn = static_cast<int>(min64(kVec, C - c0));
@@ -224,6 +246,7 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(BackwardParams p, Ge
           }
         }
         __syncthreads();
+      }
       }
     } else {
       // Generic width: every tap read from memory; g from dy or from the f32 workspace.
@@ -419,7 +442,7 @@ unsigned grid_for(std::int64_t work, int sms) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((work + 255) / 256, static_cast<std::int64_t>(sms) * 32)));
 }
 
-template <class T, int kMaxK, int kVec>
+template <class T, int kMaxK, int kVec, bool kDx = true, bool kDw = true>
 void launch(const BackwardParams& p, std::int64_t tokens_per_thread) {
   const int sms = sm_count(p.device_index);
   const SeqView q = seq_view(p.seqs, p.shape);
@@ -452,7 +475,7 @@ void launch(const BackwardParams& p, std::int64_t tokens_per_thread) {
       SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward silu gradient launch");
       gs.ws = ws;
     }
-    backward_kernel<T, kMaxK, kVec><<<g.grid, dim3(g.block_x, g.block_y), 0, stream>>>(p, g, q, packed_ok, partials, gs);
+    backward_kernel<T, kMaxK, kVec, kDx, kDw><<<g.grid, dim3(g.block_x, g.block_y), 0, stream>>>(p, g, q, packed_ok, partials, gs);
     SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward kernel launch");
     if (gs.ws != nullptr) SHORTCONV_CUDA_CHECK(cudaFreeAsync(const_cast<float*>(gs.ws), stream));
   }
@@ -484,12 +507,26 @@ void backward_fast(const BackwardParams& p) {
   constexpr int kPack = 16 / sizeof(T);
   DeviceGuard guard(p.device_index);
   const std::int64_t K = p.shape.width;
+  // Up to K = 16 one fused pass; 32 and 64 without SiLU take two windowed passes (dx, then dw
+  // and dbias), so that each keeps only two register windows; the rest the generic kernel.
   if (K <= 4) {
-    launch<T, 4, 4>(p, 128);
+    launch<T, 4, 2>(p, 128);
   } else if (K <= 8) {
-    launch<T, 8, 2>(p, 128);
+    launch<T, 8, 1>(p, 128);
   } else if (K <= 16) {
     launch<T, 16, 1>(p, 128);
+  } else if (K <= 64 && !p.silu) {
+    BackwardParams dx_pass = p, dw_pass = p;
+    dx_pass.dweight = dx_pass.dbias = nullptr;
+    dx_pass.d_initial_state = {};
+    dw_pass.dx = nullptr;
+    if (K <= 32) {
+      if (dx_pass.dx != nullptr) launch<T, 32, 1, true, false>(dx_pass, 128);
+      launch<T, 32, 1, false, true>(dw_pass, 128);
+    } else {
+      if (dx_pass.dx != nullptr) launch<T, 64, 1, true, false>(dx_pass, 128);
+      launch<T, 64, 1, false, true>(dw_pass, 128);
+    }
   } else {
     launch<T, 0, kPack>(p, 64);
   }

@@ -31,8 +31,12 @@ using detail::ForwardParams;
 constexpr int kThreads = 128;
 constexpr int kUnroll = 4;  // tokens whose loads are issued together
 
+// Blocks per SM the register budget must allow: enough warps to keep loads in flight.
+template <int kMaxK>
+constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 64 ? 2 : kMaxK >= 32 ? 4 : 5;
+
 template <class T, int kMaxK, int kVec>
-__global__ __launch_bounds__(kThreads) void forward_kernel(ForwardParams p, Geometry g, SeqView q, bool packed_ok) {
+__global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(ForwardParams p, Geometry g, SeqView q, bool packed_ok) {
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ init = static_cast<const T*>(p.initial_state.data);
   T* __restrict__ y = static_cast<T*>(p.y);
@@ -215,12 +219,18 @@ void forward_fast(const ForwardParams& p) {
   constexpr int kPack = 16 / sizeof(T);  // elements in a 16-byte access
   DeviceGuard guard(p.device_index);
   const std::int64_t K = p.shape.width;
+  // Channels a thread: 4 (8-byte bf16 / 16-byte f32 accesses) for small K, fewer as the register
+  // window grows; the window is kMaxK x kVec floats plus as many weights.
   if (K <= 4) {
-    launch<T, 4, kPack>(p, 32);
+    launch<T, 4, 4>(p, 32);
   } else if (K <= 8) {
-    launch<T, 8, 4>(p, 32);
+    launch<T, 8, 2>(p, 32);
   } else if (K <= 16) {
-    launch<T, 16, 2>(p, 32);
+    launch<T, 16, 1>(p, 32);
+  } else if (K <= 32) {
+    launch<T, 32, 1>(p, 32);
+  } else if (K <= 64) {
+    launch<T, 64, 1>(p, 32);
   } else {
     launch<T, 0, kPack>(p, 16);
   }

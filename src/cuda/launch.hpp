@@ -33,7 +33,10 @@ inline Geometry make_geometry(std::int64_t rows, std::int64_t channels, std::int
   g.vec = vec;
   g.rows = rows;
   const std::int64_t cvecs = (channels + vec - 1) / vec;
-  g.tokens_per_thread = std::max<std::int64_t>(1, std::min({tokens_per_thread, mean_len, rows}));
+  // Runs as long as asked, but short enough that the launch still has ~2048 threads per SM to
+  // keep loads in flight (small shapes), and no longer than a sequence (runs restart at ends).
+  const std::int64_t fill = rows * cvecs / (static_cast<std::int64_t>(sm_count) * 2048);
+  g.tokens_per_thread = std::max<std::int64_t>(1, std::min({tokens_per_thread, std::max<std::int64_t>(4, fill), mean_len, rows}));
   // Threads go along channels first (coalesced rows), the rest along tokens; few token runs
   // (decode shapes) put the whole block on channels instead of leaving token threads idle.
   const std::int64_t token_runs = (rows + g.tokens_per_thread - 1) / g.tokens_per_thread;
