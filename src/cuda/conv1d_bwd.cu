@@ -31,7 +31,6 @@ namespace {
 using detail::BackwardParams;
 
 constexpr int kThreads = 128;
-constexpr int kUnroll = 4;  // steps whose loads are issued together
 
 // The gradient source: dy (optionally through SiLU in registers) or a precomputed f32 g.
 struct GradSource {
@@ -40,7 +39,7 @@ struct GradSource {
 
 // Blocks per SM the register budget must allow.
 template <int kMaxK, bool kDx, bool kDw>
-constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 32 ? 2 : (kDx && kDw && kMaxK >= 16) ? 3 : 4;
+constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 32 ? 2 : 3;
 
 // kDx / kDw select what a launch computes: both (fused, K <= 16), or one of them (wider
 // windows, two passes) so that only two of the four register windows exist at a time.
@@ -112,12 +111,15 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backw
         const T* fs = dfs != nullptr ? dfs + s * p.d_final_state.batch_stride + c0 : nullptr;
         const bool need_x = kDw && (want_dw || p.silu);
 
-        float xw[kXW][kVec];  // xw[j] = xe[pos - (kMaxK-1) + j]
+        // x stays packed in T (window and staged loads); g is f32 (computed).
+        using Raw = Pack<T, kVec>;
+        constexpr int kU = unroll_for<T, kVec, 32, 2, 8>();  // two tensors staged
+        Raw xw[kXW];          // xw[j] = xe[pos - (kMaxK-1) + j]
         float gw[kGW][kVec];  // gw[j] = g[pos - (kMaxK-1) + j]
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
 #pragma unroll
-          for (int j = 0; j < kXW; ++j) xw[j][i] = 0.0f;
+          for (int j = 0; j < kXW; ++j) xw[j].v[i] = from_f32<T>(0.0f);
 #pragma unroll
           for (int j = 0; j < kGW; ++j) gw[j][i] = 0.0f;
         }
@@ -128,35 +130,32 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backw
             const std::int64_t pj = pa - (kMaxK - 1) + j;
             if (j < kMaxK - K) continue;
             if (pj >= 0) {
-              load_vec<T, kVec>(xs + pj * p.x_seq_stride, packed, n, xw[j]);
+              load_raw<T, kVec>(xs + pj * p.x_seq_stride, packed, n, xw[j]);
             } else if (is != nullptr) {
-              load_vec<T, kVec>(is + (K - 1 + pj) * p.initial_state.seq_stride, packed, n, xw[j]);
+              load_raw<T, kVec>(is + (K - 1 + pj) * p.initial_state.seq_stride, packed, n, xw[j]);
             }
           }
           }
         }
         const std::int64_t p_stop = dxs != nullptr ? pb + kMaxK - 1 : pb;
-        for (std::int64_t p0 = pa; p0 < p_stop; p0 += kUnroll) {
-          float dyv[kUnroll][kVec], xv[kUnroll][kVec];
+        for (std::int64_t p0 = pa; p0 < p_stop; p0 += kU) {
+          Raw dyv[kU], xv[kU];
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
+          for (int u = 0; u < kU; ++u) {
             const std::int64_t pos = p0 + u;
             if (pos < p_stop && pos < len) {
-              load_vec<T, kVec>(dys + pos * p.dy_seq_stride, packed, n, dyv[u]);
-              if (kDw && (p.silu || (want_dw && pos < pb))) load_vec<T, kVec>(xs + pos * p.x_seq_stride, packed, n, xv[u]);
+              load_raw<T, kVec>(dys + pos * p.dy_seq_stride, packed, n, dyv[u]);
+              if (kDw && (p.silu || (want_dw && pos < pb))) load_raw<T, kVec>(xs + pos * p.x_seq_stride, packed, n, xv[u]);
             }
           }
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
+          for (int u = 0; u < kU; ++u) {
             const std::int64_t pos = p0 + u;
             if (pos >= p_stop) break;
             const bool have = pos < len;
             const std::int64_t lo_x = is != nullptr ? kMaxK - K : max64(kMaxK - K, kMaxK - 1 - pos);
             if constexpr (kDw) {
-              if (have && (p.silu || (want_dw && pos < pb))) {
-#pragma unroll
-                for (int i = 0; i < kVec; ++i) xw[kXW - 1][i] = xv[u][i];
-              }
+              if (have && (p.silu || (want_dw && pos < pb))) xw[kXW - 1] = xv[u];
             }
             float gv[kVec];
             bool silu_done = false;
@@ -169,16 +168,16 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backw
                 for (int j = 0; j < kXW; ++j)
                   if (j >= lo_x) {
 #pragma unroll
-                    for (int i = 0; i < kVec; ++i) z[i] = fmaf(w[j][i], xw[j][i], z[i]);
+                    for (int i = 0; i < kVec; ++i) z[i] = fmaf(w[j][i], to_f32(xw[j].v[i]), z[i]);
                   }
 #pragma unroll
-                for (int i = 0; i < kVec; ++i) gv[i] = dyv[u][i] * silu_grad_f(z[i]);
+                for (int i = 0; i < kVec; ++i) gv[i] = to_f32(dyv[u].v[i]) * silu_grad_f(z[i]);
                 silu_done = true;
               }
             }
             if (!silu_done) {
 #pragma unroll
-              for (int i = 0; i < kVec; ++i) gv[i] = have ? dyv[u][i] : 0.0f;
+              for (int i = 0; i < kVec; ++i) gv[i] = have ? to_f32(dyv[u].v[i]) : 0.0f;
             }
             if constexpr (kDx) {
 #pragma unroll
@@ -191,7 +190,7 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backw
               for (int j = 0; j < kXW; ++j)
                 if (j >= lo_x) {
 #pragma unroll
-                  for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(xw[j][i], gv[i], dw[j][i]);
+                  for (int i = 0; i < kVec; ++i) dw[j][i] = fmaf(to_f32(xw[j].v[i]), gv[i], dw[j][i]);
                 }
             }
             const std::int64_t di = pos - (kMaxK - 1);  // dx row finished at this step
@@ -217,10 +216,10 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backw
 #pragma unroll
             for (int i = 0; i < kVec; ++i) {
 #pragma unroll
-              for (int j = 0; j < kXW - 1; ++j) xw[j][i] = xw[j + 1][i];
-#pragma unroll
               for (int j = 0; j < kGW - 1; ++j) gw[j][i] = gw[j + 1][i];
             }
+#pragma unroll
+            for (int j = 0; j < kXW - 1; ++j) xw[j] = xw[j + 1];
           }
         }
         t = seg_end;
@@ -510,7 +509,7 @@ void backward_fast(const BackwardParams& p) {
   // Up to K = 16 one fused pass; 32 and 64 without SiLU take two windowed passes (dx, then dw
   // and dbias), so that each keeps only two register windows; the rest the generic kernel.
   if (K <= 4) {
-    launch<T, 4, 2>(p, 128);
+    launch<T, 4, 4>(p, 128);
   } else if (K <= 8) {
     launch<T, 8, 1>(p, 128);
   } else if (K <= 16) {

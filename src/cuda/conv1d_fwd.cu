@@ -29,11 +29,10 @@ namespace {
 using detail::ForwardParams;
 
 constexpr int kThreads = 128;
-constexpr int kUnroll = 4;  // tokens whose loads are issued together
 
 // Blocks per SM the register budget must allow: enough warps to keep loads in flight.
 template <int kMaxK>
-constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 64 ? 2 : kMaxK >= 32 ? 4 : 5;
+constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 32 ? 2 : 4;
 
 template <class T, int kMaxK, int kVec>
 __global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(ForwardParams p, Geometry g, SeqView q, bool packed_ok) {
@@ -83,33 +82,35 @@ __global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(Fo
       const T* is = init != nullptr ? init + s * p.initial_state.batch_stride + c0 : nullptr;  // init[s, 0, c0]
 
       if constexpr (kMaxK > 0) {
-        float win[kMaxK][kVec];  // win[j] = xe[pos - (kMaxK-1) + j]
+        // The window and the staged loads stay in T (packed); values convert to f32 at the FMA.
+        using Raw = Pack<T, kVec>;
+        constexpr int kU = unroll_for<T, kVec>();
+        Raw win[kMaxK];  // win[j] = xe[pos - (kMaxK-1) + j]
 #pragma unroll
         for (int j = 0; j < kMaxK - 1; ++j) {
           const std::int64_t pj = pos0 - (kMaxK - 1) + j;
           if (j >= kMaxK - K && pj >= 0) {
-            load_vec<T, kVec>(xs + pj * p.x_seq_stride, packed, n, win[j]);
+            load_raw<T, kVec>(xs + pj * p.x_seq_stride, packed, n, win[j]);
           } else if (j >= kMaxK - K && is != nullptr) {
-            load_vec<T, kVec>(is + (K - 1 + pj) * p.initial_state.seq_stride, packed, n, win[j]);
+            load_raw<T, kVec>(is + (K - 1 + pj) * p.initial_state.seq_stride, packed, n, win[j]);
           } else {
 #pragma unroll
-            for (int i = 0; i < kVec; ++i) win[j][i] = 0.0f;
+            for (int i = 0; i < kVec; ++i) win[j].v[i] = from_f32<T>(0.0f);
           }
         }
         const std::int64_t pos_end = pos0 + (seg_end - t);
-        for (std::int64_t p0 = pos0; p0 < pos_end; p0 += kUnroll) {
-          float xv[kUnroll][kVec];
+        for (std::int64_t p0 = pos0; p0 < pos_end; p0 += kU) {
+          Raw xv[kU];
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u)
-            if (p0 + u < pos_end) load_vec<T, kVec>(xs + (p0 + u) * p.x_seq_stride, packed, n, xv[u]);
+          for (int u = 0; u < kU; ++u)
+            if (p0 + u < pos_end) load_raw<T, kVec>(xs + (p0 + u) * p.x_seq_stride, packed, n, xv[u]);
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
+          for (int u = 0; u < kU; ++u) {
             const std::int64_t pos = p0 + u;
             if (pos >= pos_end) break;
-#pragma unroll
-            for (int i = 0; i < kVec; ++i) win[kMaxK - 1][i] = xv[u][i];
+            win[kMaxK - 1] = xv[u];
             // Taps below `lo` are outside the width, or before p = 0 without a state.
-            const std::int64_t lo = is != nullptr ? kMaxK - K : max64(kMaxK - K, kMaxK - 1 - pos);
+            const int lo = is != nullptr ? kMaxK - K : static_cast<int>(max64(kMaxK - K, kMaxK - 1 - pos));
             float acc[kVec];
 #pragma unroll
             for (int i = 0; i < kVec; ++i) acc[i] = bias[i];
@@ -117,7 +118,7 @@ __global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(Fo
             for (int j = 0; j < kMaxK; ++j)
               if (j >= lo) {
 #pragma unroll
-                for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], win[j][i], acc[i]);
+                for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], to_f32(win[j].v[i]), acc[i]);
               }
             if (p.silu) {
 #pragma unroll
@@ -125,9 +126,7 @@ __global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(Fo
             }
             store_vec<T, kVec>(ys + pos * p.y_seq_stride, packed, n, acc);
 #pragma unroll
-            for (int j = 0; j < kMaxK - 1; ++j)
-#pragma unroll
-              for (int i = 0; i < kVec; ++i) win[j][i] = win[j + 1][i];
+            for (int j = 0; j < kMaxK - 1; ++j) win[j] = win[j + 1];
           }
         }
       } else {

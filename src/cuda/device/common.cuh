@@ -66,6 +66,25 @@ __device__ __forceinline__ void load_vec(const T* __restrict__ p, bool packed, i
   }
 }
 
+/// Loads kVec consecutive elements without converting them (16-bit values stay packed two to a
+/// register, so a staging buffer of in-flight loads costs half the registers).
+template <class T, int kVec>
+__device__ __forceinline__ void load_raw(const T* __restrict__ p, bool packed, int n, Pack<T, kVec>& out) {
+  if (packed) {
+    out = *reinterpret_cast<const Pack<T, kVec>*>(p);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) out.v[i] = i < n ? p[i] : from_f32<T>(0.0f);
+  }
+}
+
+/// Loads of one tensor in flight per thread for about kBytes bytes, clamped to [kMin, kMax].
+template <class T, int kVec, int kBytes = 64, int kMin = 4, int kMax = 16>
+constexpr int unroll_for() {
+  constexpr int u = kBytes / static_cast<int>(sizeof(T) * kVec);
+  return u < kMin ? kMin : u > kMax ? kMax : u;
+}
+
 /// Stores kVec f32 values as T; see load_vec for `packed` and `n`.
 template <class T, int kVec>
 __device__ __forceinline__ void store_vec(T* __restrict__ p, bool packed, int n, const float (&in)[kVec]) {
