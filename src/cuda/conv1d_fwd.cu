@@ -190,7 +190,7 @@ void launch(const ForwardParams& p, std::int64_t tokens_per_thread) {
   const std::int64_t rows = flat_rows(p.seqs, p.shape);
   const std::int64_t mean_len = std::max<std::int64_t>(1, rows / std::max<std::int64_t>(1, p.shape.batch));
   const int sms = sm_count(p.device_index);
-  const Geometry g = make_geometry(rows, p.shape.channels, mean_len, kVec, tokens_per_thread, kThreads, sms);
+  const Geometry g = make_geometry(rows, p.shape.channels, mean_len, kVec, sizeof(T), tokens_per_thread, kThreads, sms);
   const std::uintptr_t align = sizeof(T) * kVec;
   auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
     return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % align == 0 && s0 % kVec == 0 && s1 % kVec == 0);

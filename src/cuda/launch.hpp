@@ -27,7 +27,7 @@ struct Geometry {
 };
 
 /// `mean_len` is the mean sequence length: runs longer than that mostly restart their windows.
-inline Geometry make_geometry(std::int64_t rows, std::int64_t channels, std::int64_t mean_len, int vec,
+inline Geometry make_geometry(std::int64_t rows, std::int64_t channels, std::int64_t mean_len, int vec, int elem_bytes,
                               std::int64_t tokens_per_thread, int threads, int sm_count) {
   Geometry g;
   g.vec = vec;
@@ -37,11 +37,15 @@ inline Geometry make_geometry(std::int64_t rows, std::int64_t channels, std::int
   // keep loads in flight (small shapes), and no longer than a sequence (runs restart at ends).
   const std::int64_t fill = rows * cvecs / (static_cast<std::int64_t>(sm_count) * 2048);
   g.tokens_per_thread = std::max<std::int64_t>(1, std::min({tokens_per_thread, std::max<std::int64_t>(4, fill), mean_len, rows}));
-  // Threads go along channels first (coalesced rows), the rest along tokens; few token runs
-  // (decode shapes) put the whole block on channels instead of leaving token threads idle.
+  // Threads go along channels first, until a block reads at least 512 contiguous bytes of a row
+  // (DRAM pages are used far better than by scattered 256-byte pieces), the rest along tokens;
+  // few token runs (decode shapes) put the whole block on channels instead of leaving token
+  // threads idle.
   const std::int64_t token_runs = (rows + g.tokens_per_thread - 1) / g.tokens_per_thread;
   int bx = 1;
-  while (bx < threads && bx < cvecs && (bx < 32 || static_cast<std::int64_t>(threads / bx) > token_runs)) bx *= 2;
+  while (bx < threads && bx < cvecs &&
+         (bx < 32 || bx * vec * elem_bytes < 512 || static_cast<std::int64_t>(threads / bx) > token_runs))
+    bx *= 2;
   int by = 1;
   while (bx * by * 2 <= threads && by < token_runs) by *= 2;
   g.block_x = bx;
