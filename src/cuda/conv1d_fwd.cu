@@ -31,11 +31,11 @@ using detail::ForwardParams;
 constexpr int kThreads = 128;
 
 // Blocks per SM the register budget must allow: enough warps to keep loads in flight.
-template <int kMaxK>
-constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 32 ? 2 : 4;
+template <int kMaxK, int kVec>
+constexpr int kMinBlocks = kMaxK == 0 || kMaxK >= 32 ? 2 : kVec >= 8 ? 3 : 4;
 
 template <class T, int kMaxK, int kVec>
-__global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(ForwardParams p, Geometry g, SeqView q, bool packed_ok) {
+__global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kVec>)) void forward_kernel(ForwardParams p, Geometry g, SeqView q, bool packed_ok) {
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ init = static_cast<const T*>(p.initial_state.data);
   T* __restrict__ y = static_cast<T*>(p.y);
@@ -114,12 +114,19 @@ __global__ __launch_bounds__(kThreads, kMinBlocks<kMaxK>) void forward_kernel(Fo
             float acc[kVec];
 #pragma unroll
             for (int i = 0; i < kVec; ++i) acc[i] = bias[i];
+            if (lo == 0) {  // every slot holds an input of the formula: no predicates
 #pragma unroll
-            for (int j = 0; j < kMaxK; ++j)
-              if (j >= lo) {
+              for (int j = 0; j < kMaxK; ++j)
 #pragma unroll
                 for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], to_f32(win[j].v[i]), acc[i]);
-              }
+            } else {
+#pragma unroll
+              for (int j = 0; j < kMaxK; ++j)
+                if (j >= lo) {
+#pragma unroll
+                  for (int i = 0; i < kVec; ++i) acc[i] = fmaf(w[j][i], to_f32(win[j].v[i]), acc[i]);
+                }
+            }
             if (p.silu) {
 #pragma unroll
               for (int i = 0; i < kVec; ++i) acc[i] = silu_f(acc[i]);
@@ -221,7 +228,7 @@ void forward_fast(const ForwardParams& p) {
   // Channels a thread: 4 (8-byte bf16 / 16-byte f32 accesses) for small K, fewer as the register
   // window grows; the window is kMaxK x kVec floats plus as many weights.
   if (K <= 4) {
-    launch<T, 4, 4>(p, 32);
+    launch<T, 4, kPack>(p, 32);  // 16-byte accesses: 8 bf16/f16 or 4 f32 channels
   } else if (K <= 8) {
     launch<T, 8, 2>(p, 32);
   } else if (K <= 16) {
