@@ -139,6 +139,15 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kDx, kDw>)) void backw
         }
         const std::int64_t p_stop = dxs != nullptr ? pb + kMaxK - 1 : pb;
         for (std::int64_t p0 = pa; p0 < p_stop; p0 += kU) {
+          // The group after next goes to L2 now; it lands while this one computes.
+#pragma unroll
+          for (int u = 0; u < kU; ++u) {
+            const std::int64_t pf = p0 + 2 * kU + u;
+            if (pf < p_stop && pf < len) {
+              prefetch_l2(dys + pf * p.dy_seq_stride);
+              if (kDw && (p.silu || (want_dw && pf < pb))) prefetch_l2(xs + pf * p.x_seq_stride);
+            }
+          }
           Raw dyv[kU], xv[kU];
 #pragma unroll
           for (int u = 0; u < kU; ++u) {

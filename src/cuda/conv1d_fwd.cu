@@ -100,6 +100,10 @@ __global__ __launch_bounds__(kThreads, (kMinBlocks<kMaxK, kVec>)) void forward_k
         }
         const std::int64_t pos_end = pos0 + (seg_end - t);
         for (std::int64_t p0 = pos0; p0 < pos_end; p0 += kU) {
+          // The group after next goes to L2 now; it lands while this one computes.
+#pragma unroll
+          for (int u = 0; u < kU; ++u)
+            if (p0 + 2 * kU + u < pos_end) prefetch_l2(xs + (p0 + 2 * kU + u) * p.x_seq_stride);
           Raw xv[kU];
 #pragma unroll
           for (int u = 0; u < kU; ++u)
