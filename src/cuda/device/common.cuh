@@ -78,6 +78,11 @@ __device__ __forceinline__ void load_raw(const T* __restrict__ p, bool packed, i
   }
 }
 
+/// Asks L2 to fetch the line holding `p` without waiting for it and without using a register:
+/// later loads of it then wait for L2, not DRAM, so more bytes are in flight per SM than the
+/// registers for staged loads alone allow.
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 /// Loads of one tensor in flight per thread for about kBytes bytes, clamped to [kMin, kMax].
 template <class T, int kVec, int kBytes = 64, int kMin = 4, int kMax = 16>
 constexpr int unroll_for() {
