@@ -231,9 +231,16 @@ void check_like_x(const Validator& v, const char* name, const TensorView& t, con
 
 // [N, K-1, C] in x's dtype, channel stride 1. With K = 1 the state is empty: [N, 0, C] is accepted.
 void check_state(const Validator& v, const char* name, const TensorView& s, const detail::ConvShape& shape, DType dtype) {
+  // K = 1: the state is empty ([N, 0, C]); frameworks hand those over with any pointer and strides.
   const bool empty_ok = shape.width == 1 && s.rank() == 3 && s.size(1) == 0 && s.size(0) >= 1 && s.size(2) >= 1;
-  if (!empty_ok) v.check_tensor(name, s, 3);
-  if (s.data() == nullptr) v.fail(std::string(name) + " has a null data pointer");
+  if (empty_ok) {
+    if (s.size(0) != shape.batch || s.size(2) != shape.channels)
+      v.fail(std::string(name) + " is " + shape_str(s) + " but must be [" + std::to_string(shape.batch) + ", 0, " +
+             std::to_string(shape.channels) + "] (sequences, K-1, C)");
+    v.check_dtype(name, s, dtype, dtype);
+    return;
+  }
+  v.check_tensor(name, s, 3);
   if (s.size(0) != shape.batch || s.size(1) != shape.width - 1 || s.size(2) != shape.channels)
     v.fail(std::string(name) + " is " + shape_str(s) + " but must be [" + std::to_string(shape.batch) + ", " +
            std::to_string(shape.width - 1) + ", " + std::to_string(shape.channels) + "] (sequences, K-1, C)");
@@ -267,10 +274,11 @@ std::vector<std::int64_t> read_indices(const TensorView& t, const Stream& s) {
   const std::size_t es = dtype_size(t.dtype());
   std::vector<unsigned char> raw(static_cast<std::size_t>(n) * es);
   if (t.device().is_cuda()) {
-    // A strided index tensor is read element by element; they are tiny.
-    for (std::int64_t i = 0; i < n; ++i)
-      cuda::copy_to_host_on_stream(t.device().index, s.handle, raw.data() + i * es,
-                                   static_cast<const char*>(t.data()) + i * t.stride(0) * static_cast<std::int64_t>(es), es);
+    // One copy of the whole span (entries between strided elements come along), one sync.
+    const std::int64_t span = (n - 1) * t.stride(0) + 1;
+    std::vector<unsigned char> all(static_cast<std::size_t>(span) * es);
+    cuda::copy_to_host_on_stream(t.device().index, s.handle, all.data(), t.data(), all.size());
+    for (std::int64_t i = 0; i < n; ++i) std::memcpy(raw.data() + i * es, all.data() + i * t.stride(0) * static_cast<std::int64_t>(es), es);
   } else {
     for (std::int64_t i = 0; i < n; ++i)
       std::memcpy(raw.data() + i * es, static_cast<const char*>(t.data()) + i * t.stride(0) * static_cast<std::int64_t>(es), es);
@@ -486,7 +494,6 @@ void conv1d_update(const Conv1dUpdateArgs& a, const Stream& stream) {
   check_like_x(v, "y", a.y, a.x);
   const bool empty_state = shape.width == 1 && a.conv_state.rank() == 3 && a.conv_state.size(1) == 0;
   if (!empty_state) v.check_tensor("conv_state", a.conv_state, 3);
-  if (a.conv_state.data() == nullptr) v.fail("conv_state has a null data pointer");
   if (a.conv_state.rank() != 3 || a.conv_state.size(0) < 1 || a.conv_state.size(1) != shape.width - 1 ||
       a.conv_state.size(2) != shape.channels)
     v.fail("conv_state is " + shape_str(a.conv_state) + " but must be [slots, " + std::to_string(shape.width - 1) + ", " +

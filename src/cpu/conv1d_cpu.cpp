@@ -83,6 +83,10 @@ inline void finish_streaming() {
 #endif
 }
 
+// Below this many elements a call runs on one thread: waking a team costs more than the work
+// (and several OpenMP runtimes in one process, e.g. next to PyTorch's, spin against each other).
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
+
 // Rows of the flattened token axis, cut into chunks by shape alone.
 struct Chunking {
   std::int64_t len = 1;    // rows a chunk
@@ -185,8 +189,10 @@ inline void forward_block(const T* const* taps, std::int64_t K, const Coefficien
   if constexpr (kFull) prefetch_block(prefetch);
   float acc[kBlock];
   conv_block<T, kFull>(taps, K, co.wT.data() + c0, C, co.bias.data() + c0, c0, n, acc);
-  if (silu_on)
+  if (silu_on) {
+#pragma omp simd
     for (std::int64_t j = 0; j < len; ++j) acc[j] = silu(acc[j]);
+  }
   if constexpr (kFull) {
     alignas(64) T out[kBlock];
     for (std::int64_t j = 0; j < kBlock; ++j) out[j] = from_f32<T>(acc[j]);
@@ -204,7 +210,7 @@ void write_final_state(const ForwardParams& p, const SeqMap& seqs) {
   const auto* x = static_cast<const T*>(p.x);
   const auto* init = static_cast<const T*>(p.initial_state.data);
   auto* fin = static_cast<T*>(p.final_state.data);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (seqs.count() * (K - 1) * C >= kParallelMin)
   for (std::int64_t s = 0; s < seqs.count(); ++s) {
     const std::int64_t len = seqs.length(s);
     for (std::int64_t j = 0; j < K - 1; ++j) {
@@ -233,7 +239,7 @@ void forward_fast(const ForwardParams& p) {
   const std::int64_t full = C / kBlock * kBlock;
   const bool stream = rows * C * static_cast<std::int64_t>(sizeof(T)) >= kStreamBytes;
 
-#pragma omp parallel
+#pragma omp parallel if (rows * C * K >= kParallelMin)
   {
     std::vector<const T*> taps(static_cast<std::size_t>(K));
 #pragma omp for schedule(static)
@@ -300,6 +306,7 @@ void silu_grad_rows(const BackwardParams& p, const SeqMap& seqs, const Coefficie
       } else {
         conv_block<T, false>(taps.data(), K, co.wT.data() + c0, C, co.bias.data() + c0, c0, n, acc);
       }
+#pragma omp simd
       for (std::int64_t j = 0; j < n; ++j) g[c0 + j] = to_f32(dyr[c0 + j]) * silu_grad(acc[j]);
     }
   }
@@ -373,7 +380,7 @@ void backward_impl(const BackwardParams& p) {
   constexpr std::int64_t kSub = 64;  // rows per silu scratch block
   const std::int64_t gst = silu_scratch ? C : p.dy_seq_stride;
 
-#pragma omp parallel
+#pragma omp parallel if (rows * C * K >= kParallelMin)
   {
     std::vector<const T*> taps(static_cast<std::size_t>(K));
     std::vector<const G*> gtaps(static_cast<std::size_t>(4 * K));  // per row of a group
@@ -447,7 +454,7 @@ void backward_impl(const BackwardParams& p) {
 
   // d_initial_state[s][j] = sum_k w[k] g[j-k] (0 <= j-k < len) + d_final_state[s][j-len] (j >= len).
   if (p.d_initial_state.data != nullptr) {
-#pragma omp parallel
+#pragma omp parallel if (seqs.count() * K * K * C >= kParallelMin)
     {
       std::vector<const T*> taps(static_cast<std::size_t>(K));
       std::vector<float> scratch(silu_scratch ? static_cast<std::size_t>(K * C) : 0);
@@ -483,7 +490,7 @@ void backward_impl(const BackwardParams& p) {
   std::vector<float> sums(static_cast<std::size_t>(partial_floats), 0.0f);
   constexpr std::int64_t kSpan = 1024;
   const std::int64_t spans = (partial_floats + kSpan - 1) / kSpan;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks.count * partial_floats >= kParallelMin)
   for (std::int64_t sp = 0; sp < spans; ++sp) {
     const std::int64_t e0 = sp * kSpan, e1 = std::min(partial_floats, e0 + kSpan);
     float* out = sums.data();
@@ -519,7 +526,7 @@ void update_fast(const UpdateParams& p) {
   const auto* x = static_cast<const T*>(p.x);
   auto* y = static_cast<T*>(p.y);
   auto* state = static_cast<T*>(p.state.data);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * (Tn + K) * C >= kParallelMin)
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t slot = p.state_indices != nullptr ? load_index(p.state_indices, p.index_dtype, b * p.index_stride) : b;
     if (slot == -1) {  // padding row: zero output, no state touched

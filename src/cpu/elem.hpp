@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bit>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -48,10 +49,27 @@ inline std::int64_t load_index(const void* p, DType dtype, std::int64_t i) {
   return dtype == DType::i64 ? static_cast<const std::int64_t*>(p)[i] : static_cast<const std::int32_t*>(p)[i];
 }
 
+/// exp(x) that the compiler can vectorise (libm's expf is a call): Cody-Waite reduction to
+/// r in [-ln2/2, ln2/2] and a degree-6 Taylor polynomial, within ~2 ulp of expf. NaN stays NaN.
+inline float exp_vec(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const auto scale = std::bit_cast<float>(static_cast<std::int32_t>((static_cast<std::int32_t>(n) + 127) << 23));
+  return p * scale;
+}
+
 /// silu(z) = z * sigmoid(z), and its derivative sigmoid(z) * (1 + z * (1 - sigmoid(z))).
-inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
+inline float silu(float z) { return z / (1.0f + exp_vec(-z)); }
 inline float silu_grad(float z) {
-  const float s = 1.0f / (1.0f + std::exp(-z));
+  const float s = 1.0f / (1.0f + exp_vec(-z));
   return s * (1.0f + z * (1.0f - s));
 }
 
