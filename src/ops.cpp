@@ -58,9 +58,12 @@ class Validator {
     if (v.data() == nullptr) fail(std::string(name) + " has a null data pointer");
     if (v.rank() != rank)
       fail(std::string(name) + " must have " + std::to_string(rank) + " dimensions but is " + shape_str(v));
-    std::int64_t max_offset = 0;
+    std::int64_t max_offset = 0, count = 1;
     for (int d = 0; d < rank; ++d) {
       if (v.size(d) < 1) fail(std::string(name) + " has a zero or negative dimension: " + shape_str(v));
+      // Kernels index elements with int64 (B*T*C products), broadcast views included.
+      if (__builtin_mul_overflow(count, v.size(d), &count) || count > (std::int64_t{1} << 62))
+        fail(std::string(name) + " has more elements than int64 indexing allows: " + shape_str(v));
       if (v.stride(d) < 0) fail(std::string(name) + " has a negative stride");
       std::int64_t term = 0;
       if (__builtin_mul_overflow(v.size(d) - 1, v.stride(d), &term) ||
