@@ -24,6 +24,7 @@ namespace {
 using detail::UpdateParams;
 
 constexpr int kThreads = 128;
+constexpr int kRows = 4;  // batch rows a thread handles with one load of the weights
 
 template <class T, int kMaxK, int kVec>
 __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool packed_ok) {
@@ -33,11 +34,28 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
   const T* __restrict__ x = static_cast<const T*>(p.x);
   T* __restrict__ y = static_cast<T*>(p.y);
   T* __restrict__ state = static_cast<T*>(p.state.data);
-  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < B * cvecs;
+  // A thread owns kVec channels of kRows batch rows: the weights it loads serve all of them (with
+  // one token a row they are as many bytes as the state itself).
+  const std::int64_t groups = (B + kRows - 1) / kRows;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < groups * cvecs;
        idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t b = idx / cvecs, c0 = (idx % cvecs) * kVec;
+    const std::int64_t c0 = (idx % cvecs) * kVec, b0 = (idx / cvecs) * kRows;
     const int n = static_cast<int>(min64(kVec, C - c0));
     const bool packed = packed_ok && n == kVec;
+    float w[kMaxK > 0 ? kMaxK : 1][kVec];  // slot j = tap j - (kMaxK - K)
+    if constexpr (kMaxK > 0) {
+#pragma unroll
+      for (int j = 0; j < kMaxK; ++j) {
+        const int k = j - (kMaxK - K);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i)
+          w[j][i] = (k >= 0 && i < n) ? load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
+      }
+    }
+    float bias[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) bias[i] = (p.bias != nullptr && i < n) ? load_any(p.bias, p.bdtype, (c0 + i) * p.bias_stride) : 0.0f;
+  for (std::int64_t b = b0; b < min64(B, b0 + kRows); ++b) {
     const std::int64_t slot = p.state_indices != nullptr ? load_index(p.state_indices, p.index_dtype, b * p.index_stride) : b;
     T* yb = y + b * p.y_batch_stride + c0;
     if (slot < 0 || slot >= p.num_slots) {
@@ -50,21 +68,13 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
     }
     const T* xb = x + b * p.x_batch_stride + c0;
     T* st = state + slot * p.state.batch_stride + c0;
-    float bias[kVec];
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) bias[i] = (p.bias != nullptr && i < n) ? load_any(p.bias, p.bdtype, (c0 + i) * p.bias_stride) : 0.0f;
 
     if constexpr (kMaxK > 0) {
-      float w[kMaxK][kVec], win[kMaxK][kVec];  // slot j = tap j - (kMaxK - K); win[j] = xe[t + j - (kMaxK - K)]
+      float win[kMaxK][kVec];  // win[j] = xe[t + j - (kMaxK - K)]
 #pragma unroll
-      for (int j = 0; j < kMaxK; ++j) {
-        const int k = j - (kMaxK - K);
+      for (int j = 0; j < kMaxK; ++j)
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          w[j][i] = (k >= 0 && i < n) ? load_any(p.weight, p.wdtype, (c0 + i) * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
-          win[j][i] = 0.0f;
-        }
-      }
+        for (int i = 0; i < kVec; ++i) win[j][i] = 0.0f;
 #pragma unroll
       for (int j = 0; j < kMaxK - 1; ++j)
         if (j >= kMaxK - K) load_vec<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
@@ -126,6 +136,7 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
       }
     }
   }
+  }
 }
 
 template <class T, int kMaxK, int kVec>
@@ -136,7 +147,7 @@ void launch(const UpdateParams& p) {
   };
   const bool packed_ok = aligned(p.x, p.x_batch_stride, p.x_seq_stride) && aligned(p.y, p.y_batch_stride, p.y_seq_stride) &&
                          aligned(p.state.data, p.state.batch_stride, p.state.seq_stride);
-  const std::int64_t work = p.shape.batch * ((p.shape.channels + kVec - 1) / kVec);
+  const std::int64_t work = (p.shape.batch + kRows - 1) / kRows * ((p.shape.channels + kVec - 1) / kVec);
   const auto grid = static_cast<unsigned>(
       std::max<std::int64_t>(1, std::min<std::int64_t>((work + kThreads - 1) / kThreads, static_cast<std::int64_t>(sm_count(p.device_index)) * 64)));
   update_kernel<T, kMaxK, kVec><<<grid, kThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(p, packed_ok);
