@@ -26,13 +26,14 @@ struct Shape {
 
 // Widths cover every CUDA width bucket (<= 4, <= 8, <= 16, > 16) and T < K; C = 67 covers a full
 // CPU block of 64 channels plus a tail; T = 50 lets the CPU backward take groups of 4 rows.
-constexpr Shape kShapes[] = {{3, 50, 67, 4}, {3, 50, 67, 7}, {2, 41, 9, 12}, {2, 37, 5, 33}, {3, 3, 67, 7}, {2, 20, 3, 1}};
+constexpr Shape kShapes[] = {{3, 50, 67, 4}, {3, 50, 67, 7}, {2, 41, 9, 12},
+                             {2, 37, 5, 33}, {3, 3, 67, 7},  {2, 20, 3, 1}};
 
 struct DTypes {
   DType x, w;
 };
-constexpr DTypes kDTypes[] = {{DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f16, DType::f16},
-                              {DType::bf16, DType::f32}};
+constexpr DTypes kDTypes[] = {
+    {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f16, DType::f16}, {DType::bf16, DType::f32}};
 
 // Dense host inputs (exactly representable in their dtypes) for one problem.
 struct Inputs {
@@ -100,8 +101,8 @@ Outputs run(const Inputs& in, Device device, Variant variant) {
   const Tensor y(in.dt.x, {B, T, C}, device), dx(in.dt.x, {B, T, C}, device);
   const Tensor dw(in.dt.w, {C, K}, device), db(in.dt.w, {C}, device);
   conv1d_forward({.x = x, .weight = w, .bias = bias.view(), .y = y, .variant = variant});
-  conv1d_backward({.x = x, .weight = w, .dy = dy, .dx = dx.view(), .dweight = dw.view(), .dbias = db.view(),
-                   .variant = variant});
+  conv1d_backward(
+      {.x = x, .weight = w, .dy = dy, .dx = dx.view(), .dweight = dw.view(), .dbias = db.view(), .variant = variant});
   if (device.is_cuda()) synchronize(default_stream(device));
   return {download(y), download(dx), download(dw), download(db)};
 }
@@ -127,20 +128,25 @@ const char* where_name(Where w) {
 
 // Places `value` at (b0, t0, c0) of x or dy, at (c0, k0) of weight or at c0 of bias, and returns the
 // elements the formula says it reaches.
-Affected inject(Inputs& in, Where where, double value, std::int64_t b0, std::int64_t t0, std::int64_t c0, std::int64_t k0) {
+Affected inject(Inputs& in, Where where, double value, std::int64_t b0, std::int64_t t0, std::int64_t c0,
+                std::int64_t k0) {
   const auto [B, T, C, K] = in.s;
   const auto none3 = [](std::int64_t, std::int64_t, std::int64_t) { return false; };
   Affected a{none3, none3, [](std::int64_t, std::int64_t) { return false; }, [](std::int64_t) { return false; }};
   switch (where) {
     case Where::x:
       in.x[(b0 * T + t0) * C + c0] = value;
-      a.y = [=](std::int64_t b, std::int64_t t, std::int64_t c) { return b == b0 && c == c0 && t >= t0 && t <= t0 + K - 1; };
+      a.y = [=](std::int64_t b, std::int64_t t, std::int64_t c) {
+        return b == b0 && c == c0 && t >= t0 && t <= t0 + K - 1;
+      };
       // x[t0] meets dy[t] in dw[c0,k] for t = t0 + K-1-k < T.
       a.dw = [=](std::int64_t c, std::int64_t k) { return c == c0 && t0 + K - 1 - k < T; };
       break;
     case Where::dy:
       in.dy[(b0 * T + t0) * C + c0] = value;
-      a.dx = [=](std::int64_t b, std::int64_t i, std::int64_t c) { return b == b0 && c == c0 && i >= t0 - K + 1 && i <= t0; };
+      a.dx = [=](std::int64_t b, std::int64_t i, std::int64_t c) {
+        return b == b0 && c == c0 && i >= t0 - K + 1 && i <= t0;
+      };
       // dy[t0] meets x[t0 + k-(K-1)] in dw[c0,k], a term only when that index is >= 0.
       a.dw = [=](std::int64_t c, std::int64_t k) { return c == c0 && t0 + k - (K - 1) >= 0; };
       a.db = [=](std::int64_t c) { return c == c0; };
@@ -209,10 +215,11 @@ class Numerics : public testing::TestWithParam<Device> {
             std::int64_t b, t, c, k;
           };
           const std::int64_t bm = s.B / 2;
-          const Pos positions[] = {{0, 0, 0, 0},
-                                   {bm, std::min<std::int64_t>(1, s.T - 1), s.C - 1, s.K - 1},
-                                   {bm, s.T / 2, s.C / 2, s.K / 2},
-                                   {s.B - 1, s.T - 1, std::min<std::int64_t>(64, s.C - 1), std::min<std::int64_t>(1, s.K - 1)}};
+          const Pos positions[] = {
+              {0, 0, 0, 0},
+              {bm, std::min<std::int64_t>(1, s.T - 1), s.C - 1, s.K - 1},
+              {bm, s.T / 2, s.C / 2, s.K / 2},
+              {s.B - 1, s.T - 1, std::min<std::int64_t>(64, s.C - 1), std::min<std::int64_t>(1, s.K - 1)}};
           for (const Pos& pos : positions)
             for (double special : specials) {
               Inputs in = clean_in;
@@ -220,9 +227,10 @@ class Numerics : public testing::TestWithParam<Device> {
               const Outputs got = run(in, device, variant);
               const RefShape rs{s.B, s.T, s.C, s.K};
               std::ostringstream os;
-              os << where_name(where) << " = " << special << " at b " << pos.b << " t " << pos.t << " c " << pos.c << " k "
-                 << pos.k << ", B" << s.B << " T" << s.T << " C" << s.C << " K" << s.K << " " << dtype_name(dt.x) << "/w"
-                 << dtype_name(dt.w) << (variant == Variant::naive ? " naive" : " fast") << " on " << device.str() << ": ";
+              os << where_name(where) << " = " << special << " at b " << pos.b << " t " << pos.t << " c " << pos.c
+                 << " k " << pos.k << ", B" << s.B << " T" << s.T << " C" << s.C << " K" << s.K << " "
+                 << dtype_name(dt.x) << "/w" << dtype_name(dt.w) << (variant == Variant::naive ? " naive" : " fast")
+                 << " on " << device.str() << ": ";
               const std::string ctx = os.str();
               int failures = 0;
               auto btc = [&](const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& f) {
@@ -230,8 +238,9 @@ class Numerics : public testing::TestWithParam<Device> {
               };
               check_output(ctx + "y", got.y, clean.y, ref_forward(rs, in.x, in.w, &in.bias), btc(aff.y), failures);
               check_output(ctx + "dx", got.dx, clean.dx, ref_dx(rs, in.w, in.dy), btc(aff.dx), failures);
-              check_output(ctx + "dweight", got.dw, clean.dw, ref_dw(rs, in.x, in.dy),
-                           [&](std::int64_t i) { return aff.dw(i / s.K, i % s.K); }, failures);
+              check_output(
+                  ctx + "dweight", got.dw, clean.dw, ref_dw(rs, in.x, in.dy),
+                  [&](std::int64_t i) { return aff.dw(i / s.K, i % s.K); }, failures);
               check_output(ctx + "dbias", got.db, clean.db, ref_dbias(rs, in.dy), aff.db, failures);
               if (failures > 0) return;  // one broken case says enough
             }

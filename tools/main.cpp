@@ -1,8 +1,10 @@
 // `shortconv`: command-line front end. Parses arguments with CLI11 (only this file includes it, to
-// keep compile time down) and dispatches to `check` (numerics) or `bench` (timings).
+// keep compile time down) and dispatches to `check` (numerics), `bench` (timings) or `train` (the
+// autograd distillation demo).
 //
-// Exit codes: 0 success; 1 `check` found an output outside tolerance; 2 a runtime error (bad
-// device, library exception); CLI11's own codes (non-zero) for malformed arguments.
+// Exit codes: 0 success; 1 `check` found an output outside tolerance, or `train` ended with a
+// non-finite loss; 2 a runtime error (bad device, library exception); CLI11's own codes (non-zero)
+// for malformed arguments.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <string>
 
 #include "common.hpp"
+#include "train.hpp"
 
 namespace {
 
@@ -98,12 +101,13 @@ void add_feature_options(CLI::App* cmd, shortconv::tool::Features& f, const char
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"shortconv: depthwise causal 1-D convolution - numerics check and benchmark", "shortconv"};
+  CLI::App app{"shortconv: depthwise causal 1-D convolution - numerics check, benchmark and autograd demo", "shortconv"};
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
     return "shortconv: error: " + std::string(e.what()) + " (see --help)\n";
   });
   CheckOptions check;
   BenchOptions bench;
+  shortconv::tool::TrainOptions train;
   bool no_graph = false;
   try {
     app.set_version_flag("--version", &version_string, "print the version and the CUDA status, then exit");
@@ -158,8 +162,43 @@ int main(int argc, char** argv) {
                         "time conv1d_update instead: x [B, T_new=T, C], conv_state of B slots, state_indices a "
                         "random permutation with one -1 padding row (B >= 2)");
 
+    CLI::App* train_cmd = app.add_subcommand(
+        "train",
+        "autograd demo: train a student short-conv mixer W_o (silu(conv_K(W_in x)) * (W_g x)) to match a fixed random "
+        "teacher of the same shape (AdamW on the MSE, x ~ N(0, 1) drawn each step)");
+    train_cmd->add_option("--d-model", train.d_model, "model width d_model")->check(kPositive)->capture_default_str();
+    train_cmd->add_option("--channels,-C", train.channels, "conv channels C")->check(kPositive)->capture_default_str();
+    train_cmd->add_option("--width,-K", train.width, "conv width K")->check(kPositive)->capture_default_str();
+    train_cmd->add_option("--seqlen,-T", train.seqlen, "sequence length T")->check(kPositive)->capture_default_str();
+    train_cmd->add_option("--batch,-B", train.batch, "batch size B")->check(kPositive)->capture_default_str();
+    train_cmd->add_option("--steps", train.steps, "training steps (the lr schedule spans them)")
+        ->check(kPositive)
+        ->capture_default_str();
+    train_cmd->add_option("--lr", train.lr, "peak AdamW learning rate (linear warm-up, then cosine decay to 5%)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    train_cmd->add_option("--warmup", train.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+    train_cmd->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    train_cmd->add_option("--device", train.device, "cpu, cuda or cuda:N (default: CUDA when available)")->check(kDevice);
+    train_cmd->add_option("--csv", train.csv, "write the loss curve (step, loss, lr, seconds) to this CSV file")
+        ->type_name("FILE");
+    train_cmd->add_option("--svg", train.svg, "plot the loss curve (log scale) to this SVG file")->type_name("FILE");
+    train_cmd->add_option("--seed", train.seed, "seed of the weights and inputs")->capture_default_str();
+    train_cmd->add_option("--time-limit", train.time_limit, "stop after this many seconds (0: no limit)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    train_cmd->add_flag("--profile", train.profile,
+                        "time every op (CUDA events / host clock) and print each op's share of the step");
+    train_cmd->add_flag("--tf32", train.tf32, "CUDA: run the GEMMs on TF32 tensor cores (default: FP32)");
+
     app.parse(argc, argv);
     if (check_cmd->parsed()) return shortconv::tool::run_check(check);
+    if (train_cmd->parsed()) {
+      shortconv::tool::restart_for_blas_kernels(train, argv);
+      return shortconv::tool::run_train(train);
+    }
     if (bench_cmd->parsed()) {
       bench.graph = !no_graph;
       return shortconv::tool::run_bench(bench);
