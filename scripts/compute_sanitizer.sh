@@ -59,7 +59,8 @@ for tool in $tools; do
   "$sanitizer" --tool "$tool" ${extra[$tool]:-} --error-exitcode 3 --print-limit 50 \
     "$bin" --gtest_brief=1 --gtest_filter="$filter" >"$log" 2>&1
   status=$?
-  summary=$(grep -E "ERROR SUMMARY: [0-9]+ error" "$log" | tail -1 | sed 's/^=* *//')
+  # racecheck prints "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)" instead.
+  summary=$(grep -E "ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazard" "$log" | tail -1 | sed 's/^=* *//')
   tests=$(grep -E "^\[  (PASSED|FAILED|SKIPPED) +\]" "$log" | tr -s ' \n' ' ')
   passed=$(sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?.*/\1/p' "$log" | tail -1)
   if [ -z "$summary" ]; then
@@ -74,7 +75,12 @@ for tool in $tools; do
     [ $rc -eq 0 ] && rc=2
     continue
   fi
-  errors=$(sed -E 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/' <<<"$summary")
+  if [[ $summary == RACECHECK* ]]; then
+    errors=$(sed -E 's/.*\(([0-9]+) errors?, ([0-9]+) warnings?\).*/\1\2/' <<<"$summary")
+    [ "$errors" = 00 ] && errors=0
+  else
+    errors=$(sed -E 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/' <<<"$summary")
+  fi
   if [ "$errors" != 0 ] || [ $status -ne 0 ]; then
     rc=1
     grep -m10 -E "^========= (Invalid|Race|Uninitialized|Barrier|Leaked|Program hit|Error)" "$log"
