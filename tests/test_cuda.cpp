@@ -160,6 +160,28 @@ TEST(CudaDecode, OutOfRangeSlotGivesNanAndTouchesNoState) {
   EXPECT_EQ(0, std::memcmp(before.data() + (K - 1) * C * 4, after.data() + (K - 1) * C * 4, (K - 1) * C * 4));
 }
 
+TEST(CudaErrors, TensorLargerThanMemoryIsADeviceError) {
+  SKIP_WITHOUT_GPU();
+  // 2^46 f32 elements = 256 TiB: no card has it; the allocation fails cleanly.
+  EXPECT_THROW(Tensor(DType::f32, {std::int64_t{1} << 46}, Device::cuda(0)), DeviceError);
+  // The device is still usable afterwards.
+  expect_problem_ok({1, 64, 32, 4, DType::f32, DType::f32, true, false}, Device::cuda(0), 3);
+}
+
+TEST(CudaErrors, BadCuSeqlensOnTheDeviceAreRejected) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(4);
+  auto [x, xv] = random_tensor(DType::f32, {10, 8}, Device::cuda(0), rng);
+  auto [w, wv] = random_tensor(DType::f32, {8, 3}, Device::cuda(0), rng);
+  Tensor y(DType::f32, {10, 8}, Device::cuda(0));
+  for (const std::vector<std::int64_t>& cu : {std::vector<std::int64_t>{0, 6, 4, 10}, {0, 4, 9}, {2, 10}}) {
+    Tensor cu_t = index_tensor(cu, DType::i64, Device::cuda(0));
+    EXPECT_THROW(conv1d_forward({.x = x, .weight = w, .bias = std::nullopt, .y = y, .activation = Activation::none,
+                                 .initial_state = std::nullopt, .final_state = std::nullopt, .cu_seqlens = cu_t.view()}),
+                 InvalidArgument);
+  }
+}
+
 // ---- sizes past 32-bit indexing and grid limits -------------------------------------------
 
 // Deterministic pseudo-random value for element i, in [-1, 1), exact in bf16.

@@ -240,6 +240,88 @@ TEST(BadInput, CudaWithoutDevice) {
   EXPECT_THROW(Tensor(DType::f32, {4}, Device::cuda(0)), Error);
 }
 
+// ---- sequence-model arguments ----------------------------------------------------------------
+
+TEST(BadInput, BadCuSeqlens) {
+  // x packed as [total = 10, C]; every bad cu_seqlens is rejected before anything is written.
+  const std::int64_t total = B * T;
+  std::vector<float> x(total * C, 0.5f), y(total * C);
+  std::memset(y.data(), 0x5a, y.size() * sizeof(float));
+  const std::vector<float> y0 = y;
+  std::vector<float> w(C * K, 0.25f);
+  auto call = [&](std::vector<std::int32_t> cu) {
+    Conv1dForwardArgs a;
+    a.x = TensorView(x.data(), DType::f32, Device::cpu(), {total, C});
+    a.weight = TensorView(w.data(), DType::f32, Device::cpu(), {C, K});
+    a.y = TensorView(y.data(), DType::f32, Device::cpu(), {total, C});
+    a.cu_seqlens = TensorView(cu.data(), DType::i32, Device::cpu(), {static_cast<std::int64_t>(cu.size())});
+    conv1d_forward(a);
+  };
+  auto expect_bad = [&](std::vector<std::int32_t> cu, const char* needle) {
+    try {
+      call(cu);
+      ADD_FAILURE() << "no exception for " << needle;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(0, std::memcmp(y.data(), y0.data(), y.size() * sizeof(float))) << "a rejected call wrote y";
+  };
+  expect_bad({1, 4, 10}, "must start at 0");
+  expect_bad({0, 6, 4, 10}, "must be non-decreasing");
+  expect_bad({0, 4, 9}, "ends at 9 but x has 10 tokens");
+  expect_bad({0}, "at least 2 entries");
+  EXPECT_NO_THROW(call({0, 4, 4, 10}));  // an empty sequence is fine
+}
+
+TEST(BadInput, BadStates) {
+  Fixture f;
+  std::vector<float> state(B * (K - 1) * C, 1.0f);
+  auto a = f.fwd();
+  a.initial_state = TensorView(state.data(), DType::f32, Device::cpu(), {B, K, C});
+  expect_rejected<InvalidArgument>(f, [&] { conv1d_forward(a); }, {"initial_state is [2, 3, 6] but must be [2, 2, 6]"});
+  auto b = f.fwd();
+  b.final_state = TensorView(state.data(), DType::bf16, Device::cpu(), {B, K - 1, C});
+  expect_rejected<InvalidArgument>(f, [&] { conv1d_forward(b); }, {"final_state has dtype bf16"});
+  // final_state overlapping initial_state without being the same view.
+  auto c = f.fwd();
+  std::vector<float> big(B * (K - 1) * C + 1, 1.0f);
+  c.initial_state = TensorView(big.data(), DType::f32, Device::cpu(), {B, K - 1, C});
+  c.final_state = TensorView(big.data() + 1, DType::f32, Device::cpu(), {B, K - 1, C});
+  expect_rejected<InvalidArgument>(f, [&] { conv1d_forward(c); }, {"final_state overlaps initial_state"});
+}
+
+TEST(BadInput, BadStateIndices) {
+  // Decode on the CPU checks the indices on the host: out of range and duplicates are rejected,
+  // and neither y nor any state slot is written.
+  const std::int64_t S = 3;
+  std::vector<float> x(B * C, 0.5f), y(B * C), w(C * K, 0.25f), state(S * (K - 1) * C, 2.0f);
+  std::memset(y.data(), 0x5a, y.size() * sizeof(float));
+  const std::vector<float> y0 = y, state0 = state;
+  auto call = [&](std::vector<std::int64_t> idx) {
+    conv1d_update({.x = TensorView(x.data(), DType::f32, Device::cpu(), {B, 1, C}),
+                   .conv_state = TensorView(state.data(), DType::f32, Device::cpu(), {S, K - 1, C}),
+                   .weight = TensorView(w.data(), DType::f32, Device::cpu(), {C, K}),
+                   .bias = std::nullopt,
+                   .y = TensorView(y.data(), DType::f32, Device::cpu(), {B, 1, C}),
+                   .activation = Activation::none,
+                   .state_indices = TensorView(idx.data(), DType::i64, Device::cpu(), {B})});
+  };
+  for (const auto& [idx, needle] : std::vector<std::pair<std::vector<std::int64_t>, const char*>>{
+           {{0, 3}, "state_indices[1] is 3 but conv_state has 3 slots"},
+           {{-2, 0}, "state_indices[0] is -2"},
+           {{1, 1}, "uses slot 1 twice"}}) {
+    try {
+      call(idx);
+      ADD_FAILURE() << "no exception for " << needle;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(y, y0);
+    EXPECT_EQ(state, state0);
+  }
+  EXPECT_NO_THROW(call({-1, 2}));
+}
+
 TEST(BadInput, ParseErrors) {
   EXPECT_THROW(parse_dtype("f64"), InvalidArgument);
   EXPECT_THROW(parse_device("gpu"), InvalidArgument);
