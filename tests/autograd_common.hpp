@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iomanip>
 #include <random>
 #include <sstream>
 #include <string>
@@ -89,7 +90,7 @@ struct Worst {
   double a = 0.0, b = 0.0;
   std::string str() const {
     std::ostringstream os;
-    os << "worst ratio " << ratio << " at " << index << " (" << a << " vs " << b << ")";
+    os << std::setprecision(9) << "worst ratio " << ratio << " at " << index << " (" << a << " vs " << b << ")";
     return os.str();
   }
 };

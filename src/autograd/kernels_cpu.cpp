@@ -63,15 +63,13 @@ float chunked_sum(std::int64_t n, float scale, double* partials, F f) {
 
 constexpr std::int64_t kGemmRowsMin = 64;  // rows of C below which a GEMM is not split over threads
 
-// Sets OpenBLAS to one thread for its lifetime when `on` (no-op for other BLAS libraries, which
-// run single-threaded inside an OpenMP region or are single-threaded anyway).
+// Sets OpenBLAS to one thread for its lifetime (a no-op for other BLAS libraries, which run
+// single-threaded inside an OpenMP region or are single-threaded anyway).
 class BlasSingleThreaded {
  public:
-  explicit BlasSingleThreaded(bool on) {
+  BlasSingleThreaded() {
 #if defined(OPENBLAS_VERSION)
-    if (on && (saved_ = openblas_get_num_threads()) != 1) openblas_set_num_threads(1);
-#else
-    (void)on;
+    if ((saved_ = openblas_get_num_threads()) != 1) openblas_set_num_threads(1);
 #endif
   }
   ~BlasSingleThreaded() {
@@ -219,7 +217,7 @@ void gemm(const Exec& e, bool trans_a, bool trans_b, std::int64_t m, std::int64_
   // 2-core dev VM that interplay cost half the step rate. OpenBLAS's thread count is therefore 1
   // for the duration of the call and restored afterwards.
   const int threads = m >= 2 * kGemmRowsMin ? std::min<int>(omp_get_max_threads(), static_cast<int>(m / kGemmRowsMin)) : 1;
-  const BlasSingleThreaded single_threaded(threads > 1);
+  const BlasSingleThreaded single_threaded;
   if (threads <= 1) {
     cblas_sgemm(CblasRowMajor, ta, tb, mi, ni, ki, alpha, a, ldai, b, ldbi, beta, c, ldci);
     return;
