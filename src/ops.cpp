@@ -331,6 +331,27 @@ detail::MutableStateRef mutable_state_ref(const std::optional<TensorView>& s) {
   return {s->data(), s->stride(0), s->stride(1)};
 }
 
+// Fields every params struct shares: shape, sequences, dtypes, activation, x, weight, bias.
+template <class Params, class Args>
+void set_common(Params& p, const Args& a, const detail::ConvShape& shape) {
+  p.shape = shape;
+  p.seqs = sequences_of(a.cu_seqlens);
+  p.dtype = a.x.dtype();
+  p.wdtype = a.weight.dtype();
+  p.silu = a.activation == Activation::silu;
+  p.x = a.x.data();
+  p.x_batch_stride = batch_stride(a.x);
+  p.x_seq_stride = seq_stride(a.x);
+  p.weight = a.weight.data();
+  p.w_channel_stride = a.weight.stride(0);
+  p.w_width_stride = a.weight.stride(1);
+  if (a.bias) {
+    p.bias = a.bias->data();
+    p.bdtype = a.bias->dtype();
+    p.bias_stride = a.bias->stride(0);
+  }
+}
+
 // The naive variant covers the plain op only.
 void check_variant(const Validator& v, Variant variant, bool plain) {
   if (variant == Variant::naive && !plain)
@@ -362,22 +383,7 @@ void conv1d_forward(const Conv1dForwardArgs& a, const Stream& stream) {
   if (a.cu_seqlens) check_cu_seqlens_values(v, *a.cu_seqlens, shape.seqlen, s);
 
   ForwardParams p;
-  p.shape = shape;
-  p.seqs = sequences_of(a.cu_seqlens);
-  p.dtype = a.x.dtype();
-  p.wdtype = a.weight.dtype();
-  p.silu = a.activation == Activation::silu;
-  p.x = a.x.data();
-  p.x_batch_stride = batch_stride(a.x);
-  p.x_seq_stride = seq_stride(a.x);
-  p.weight = a.weight.data();
-  p.w_channel_stride = a.weight.stride(0);
-  p.w_width_stride = a.weight.stride(1);
-  if (a.bias) {
-    p.bias = a.bias->data();
-    p.bdtype = a.bias->dtype();
-    p.bias_stride = a.bias->stride(0);
-  }
+  set_common(p, a, shape);
   p.y = a.y.data();
   p.y_batch_stride = batch_stride(a.y);
   p.y_seq_stride = seq_stride(a.y);
@@ -441,22 +447,7 @@ void conv1d_backward(const Conv1dBackwardArgs& a, const Stream& stream) {
   if (a.cu_seqlens) check_cu_seqlens_values(v, *a.cu_seqlens, shape.seqlen, s);
 
   BackwardParams p;
-  p.shape = shape;
-  p.seqs = sequences_of(a.cu_seqlens);
-  p.dtype = a.x.dtype();
-  p.wdtype = a.weight.dtype();
-  p.silu = a.activation == Activation::silu;
-  p.x = a.x.data();
-  p.x_batch_stride = batch_stride(a.x);
-  p.x_seq_stride = seq_stride(a.x);
-  p.weight = a.weight.data();
-  p.w_channel_stride = a.weight.stride(0);
-  p.w_width_stride = a.weight.stride(1);
-  if (a.bias) {
-    p.bias = a.bias->data();
-    p.bdtype = a.bias->dtype();
-    p.bias_stride = a.bias->stride(0);
-  }
+  set_common(p, a, shape);
   p.dy = a.dy.data();
   p.dy_batch_stride = batch_stride(a.dy);
   p.dy_seq_stride = seq_stride(a.dy);
