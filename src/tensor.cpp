@@ -1,5 +1,6 @@
 // Devices, dtypes, tensor views and owning tensors.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -86,8 +87,11 @@ int TensorView::check_dim(int dim) const {
 }
 
 std::int64_t TensorView::numel() const noexcept {
+  // Saturates instead of overflowing: views of absurd sizes (rejected later by the front end,
+  // which reports them) must be describable without undefined behaviour.
   std::int64_t n = 1;
-  for (int d = 0; d < rank_; ++d) n *= shape_[d];
+  for (int d = 0; d < rank_; ++d)
+    if (__builtin_mul_overflow(n, shape_[d], &n)) return INT64_MAX;
   return n;
 }
 
