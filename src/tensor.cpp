@@ -99,7 +99,7 @@ bool TensorView::is_contiguous() const noexcept {
   std::int64_t expected = 1;
   for (int d = rank_ - 1; d >= 0; --d) {
     if (shape_[d] != 1 && strides_[d] != expected) return false;
-    expected *= shape_[d];
+    if (__builtin_mul_overflow(expected, shape_[d], &expected)) return d == 0;  // nothing left to compare
   }
   return true;
 }
