@@ -89,7 +89,8 @@ class Var {
 
 /// A persistent leaf: an f32 value and its gradient, owned outside any tape, updated in place by
 /// the optimizers. Bind it into a graph with Tape::param(); backward() then writes dL/dvalue into
-/// grad() (zeros when the loss does not depend on it). Move-only.
+/// grad() (zeros when the loss does not depend on it). Move-only; a graph and an optimizer refer to
+/// it by address, so do not move it while either uses it.
 class Parameter {
  public:
   /// Zero-initialised value and gradient of `shape` on `device`. `requires_grad = false` makes a
@@ -173,8 +174,9 @@ class Tape {
   /// A leaf that refers to `value` (f32, contiguous, on the tape's device) without copying it; the
   /// memory must stay valid and unchanged until reset().
   Var view(const TensorView& value, bool requires_grad = false);
-  /// A leaf of standard normal samples drawn on the device from a counter-based hash of (seed,
-  /// element index), times `scale`: the same values on every device, thread count and launch.
+  /// A leaf of standard normal samples times `scale`, drawn on the device: Box-Muller on a
+  /// counter-based hash of (seed, element index / 2), so the same values (to a few ulps of libm)
+  /// on every device, thread count and launch.
   Var randn(std::span<const std::int64_t> shape, std::uint64_t seed, float scale = 1.0f);
   Var randn(std::initializer_list<std::int64_t> shape, std::uint64_t seed, float scale = 1.0f) {
     return randn(std::span<const std::int64_t>(shape.begin(), shape.size()), seed, scale);
