@@ -24,6 +24,7 @@
 #include "device/common.cuh"
 #include "device/sequences.cuh"
 #include "launch.hpp"
+#include "tiled.hpp"
 
 namespace shortconv::cuda {
 namespace {
@@ -450,6 +451,35 @@ unsigned grid_for(std::int64_t work, int sms) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((work + 255) / 256, static_cast<std::int64_t>(sms) * 32)));
 }
 
+// d_initial_state, then the fixed-order reduction of the per-tile partials into dweight / dbias
+// (and the workspace freed); shared by the register-window and the tiled kernels.
+template <class T>
+void finish_backward(const BackwardParams& p, const SeqView& q, float* partials, std::int64_t tiles) {
+  const int sms = sm_count(p.device_index);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  const bool want_dw = p.dweight != nullptr || p.dbias != nullptr;
+  if (p.d_initial_state.data != nullptr) {
+    d_initial_state_kernel<T><<<grid_for(p.shape.batch * p.shape.channels, sms), 256, 0, stream>>>(p, q);
+    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward d_initial_state launch");
+  }
+  if (want_dw) {
+    if (partials == nullptr) {
+      // No tokens at all: the tiles are empty and the sums are zero; a one-tile zero workspace keeps one code path.
+      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials),
+                                           static_cast<std::size_t>(p.shape.width + 1) * p.shape.channels * sizeof(float), stream));
+      SHORTCONV_CUDA_CHECK(cudaMemsetAsync(partials, 0, static_cast<std::size_t>(p.shape.width + 1) * p.shape.channels * sizeof(float), stream));
+      tiles = 1;
+    }
+    const std::int64_t blocks = ((p.shape.width + 1) * p.shape.channels + kReduceX - 1) / kReduceX;
+    const auto grid = static_cast<unsigned>(std::min<std::int64_t>(blocks, static_cast<std::int64_t>(sms) * 16));
+    reduce_kernel<<<grid, dim3(kReduceX, kReduceY), 0, stream>>>(partials, tiles, p);
+    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward reduce launch");
+    SHORTCONV_CUDA_CHECK(cudaFreeAsync(partials, stream));
+  } else if (partials != nullptr) {
+    SHORTCONV_CUDA_CHECK(cudaFreeAsync(partials, stream));
+  }
+}
+
 template <class T, int kMaxK, int kVec, bool kDx = true, bool kDw = true>
 void launch(const BackwardParams& p, std::int64_t tokens_per_thread) {
   const int sms = sm_count(p.device_index);
@@ -487,24 +517,7 @@ void launch(const BackwardParams& p, std::int64_t tokens_per_thread) {
     SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward kernel launch");
     if (gs.ws != nullptr) SHORTCONV_CUDA_CHECK(cudaFreeAsync(const_cast<float*>(gs.ws), stream));
   }
-  if (p.d_initial_state.data != nullptr) {
-    d_initial_state_kernel<T><<<grid_for(p.shape.batch * p.shape.channels, sms), 256, 0, stream>>>(p, q);
-    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward d_initial_state launch");
-  }
-  if (want_dw) {
-    if (partials == nullptr) {
-      // No tokens at all: the tiles are empty and the sums are zero; a one-tile zero workspace keeps one code path.
-      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials),
-                                           static_cast<std::size_t>(p.shape.width + 1) * p.shape.channels * sizeof(float), stream));
-      SHORTCONV_CUDA_CHECK(cudaMemsetAsync(partials, 0, static_cast<std::size_t>(p.shape.width + 1) * p.shape.channels * sizeof(float), stream));
-    }
-    const std::int64_t tiles = rows > 0 ? g.tiles : 1;
-    const std::int64_t blocks = ((p.shape.width + 1) * p.shape.channels + kReduceX - 1) / kReduceX;
-    const auto grid = static_cast<unsigned>(std::min<std::int64_t>(blocks, static_cast<std::int64_t>(sms) * 16));
-    reduce_kernel<<<grid, dim3(kReduceX, kReduceY), 0, stream>>>(partials, tiles, p);
-    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward reduce launch");
-    SHORTCONV_CUDA_CHECK(cudaFreeAsync(partials, stream));
-  }
+  finish_backward<T>(p, q, partials, rows > 0 ? g.tiles : 1);
 }
 
 }  // namespace
@@ -515,6 +528,16 @@ void backward_fast(const BackwardParams& p) {
   constexpr int kPack = 16 / sizeof(T);
   DeviceGuard guard(p.device_index);
   const std::int64_t K = p.shape.width;
+  {
+    const SeqView q = seq_view(p.seqs, p.shape);
+    float* partials = nullptr;
+    std::int64_t runs = 0;
+    if ((p.dx != nullptr || p.dweight != nullptr || p.dbias != nullptr) &&
+        backward_tiled<T>(p, q, flat_rows(p.seqs, p.shape), &partials, &runs)) {
+      finish_backward<T>(p, q, partials, runs);
+      return;
+    }
+  }
   // Up to K = 16 one fused pass; 32 and 64 without SiLU take two windowed passes (dx, then dw
   // and dbias), so that each keeps only two register windows; the rest the generic kernel.
   if (K <= 4) {

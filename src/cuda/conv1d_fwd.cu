@@ -22,6 +22,7 @@
 #include "device/common.cuh"
 #include "device/sequences.cuh"
 #include "launch.hpp"
+#include "tiled.hpp"
 
 namespace shortconv::cuda {
 namespace {
@@ -209,7 +210,7 @@ void launch(const ForwardParams& p, std::int64_t tokens_per_thread) {
   const bool packed_ok = aligned(p.x, p.x_batch_stride, p.x_seq_stride) && aligned(p.y, p.y_batch_stride, p.y_seq_stride) &&
                          aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  if (rows > 0) {
+  if (rows > 0 && !forward_tiled<T>(p, q, rows)) {
     forward_kernel<T, kMaxK, kVec><<<g.grid, dim3(g.block_x, g.block_y), 0, stream>>>(p, g, q, packed_ok);
     SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward kernel launch");
   }

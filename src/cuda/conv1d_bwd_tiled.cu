@@ -1,0 +1,281 @@
+// Pipelined CUDA backward: the fast path for 16-byte aligned tensors and K <= kTiledBwdMaxK.
+// dx, and per-run dweight / dbias partials, in one pass over x and dy (see conv1d_bwd.cu for the
+// formulas; d_initial_state and the fixed-order reduction of the partials stay there).
+//
+// A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows inside one
+// sequence (device/tile.cuh). Per piece at positions [p, p + n) of sequence s, a 2- (f32) or 3-stage cp.async
+// pipeline brings into shared memory
+//   dy at [p, p + n + K - 1)            (zero past the sequence end: those terms are dropped)
+//   x  at [p - (K-1), p + n (+ K - 1 with SiLU))   (initial state or zeros before position 0)
+// With SiLU, g = dy * silu'(z) is computed first into an f32 tile, z recomputed from the x tile;
+// without, g is the dy tile itself. Then, from shared memory:
+//   dx rows:  warp w computes rows [16w, 16w + 16) with a window sliding down g;
+//   dweight:  K <= 16: warp w accumulates every tap over its own rows (a window sliding down x,
+//             g rows as coefficients) and the 4 warps' sums are added in order at the run's end;
+//             wider: warp w owns taps w, w + 4, ... over every row (a window sliding down x in
+//             steps of 4 rows); dbias rides along. Registers hold the partials for the whole run.
+// At the end of a run the partials go to the workspace [runs][K+1][C]; no atomics, so the
+// result depends only on the shape and the launch geometry.
+#include <type_traits>
+
+#include "check.hpp"
+#include "device/common.cuh"
+#include "device/sequences.cuh"
+#include "device/tile.cuh"
+#include "launch.hpp"
+#include "tiled.hpp"
+
+namespace shortconv::cuda {
+namespace {
+
+using detail::BackwardParams;
+using namespace tile;
+
+constexpr int kThreads = 128;
+// Pieces in shared memory (x and dy tiles each): kStages - 1 in flight while one is computed.
+template <class T>
+constexpr int kStages = sizeof(T) == 4 ? 2 : 3;
+constexpr int kWarps = kThreads / 32;
+
+/// Shared-memory rows of each tile for width K and the dweight split (kTaps register taps a
+/// thread: all taps of its warp's rows, or taps w, w+4, ... of every row), with or without SiLU.
+struct BwdTiles {
+  int x_rows, dy_rows, g_rows;
+  __host__ __device__ BwdTiles(int K, int taps, bool token_split, bool silu) {
+    const int H = K - 1, reach = token_split ? taps - 1 : kWarps * taps - 1;  // dweight reads up to row n-1+reach
+    // With SiLU the last z row group (16 rows from row n + H - 1 rounded down) reads K - 1 past it.
+    x_rows = kPieceRows + (H + (silu ? H : 0) > reach ? H + (silu ? H : 0) : reach) + (silu ? kGroupRows : 0);
+    dy_rows = kPieceRows + H;
+    g_rows = silu ? kPieceRows + H : 0;
+  }
+};
+
+template <class T>
+std::size_t bwd_smem_bytes(const BwdTiles& t, int K) {
+  return kStages<T> * (tiled_stage_bytes(sizeof(T), t.x_rows) + tiled_stage_bytes(sizeof(T), t.dy_rows)) +
+         tiled_stage_bytes(sizeof(float), t.g_rows) + static_cast<std::size_t>(K) * kTileC * sizeof(float);
+}
+
+// kTokenSplit: warp w accumulates every tap (kTaps >= K) over its own rows [16w, 16w + 16) of each
+// piece, and the 4 warps' partials are added in a fixed order at the end of the run (K <= 16).
+// Otherwise warp w owns taps w, w + 4, ... (kTaps = K/4 rounded up) over every row.
+template <class T, int kTaps, bool kTokenSplit>
+__global__ __launch_bounds__(kThreads, (kTokenSplit && kTaps >= 16 ? 2 : 3)) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int K = static_cast<int>(p.shape.width), H = K - 1;
+  const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
+  const std::size_t x_bytes = tiled_stage_bytes(sizeof(T), tl.x_rows), dy_bytes = tiled_stage_bytes(sizeof(T), tl.dy_rows);
+  auto x_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (x_bytes + dy_bytes)); };
+  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (x_bytes + dy_bytes) + x_bytes); };
+  float* gsm = reinterpret_cast<float*>(smem_raw + kStages<T> * (x_bytes + dy_bytes));              // [g_rows][64]
+  float* wsm = reinterpret_cast<float*>(smem_raw + kStages<T> * (x_bytes + dy_bytes) + tiled_stage_bytes(sizeof(float), tl.g_rows));  // [K][64]
+
+  const std::int64_t C = p.shape.channels;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const RowSource<T> xsrc{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
+                          p.initial_state.batch_stride, p.initial_state.seq_stride, H};
+  const RowSource<T> dysrc{static_cast<const T*>(p.dy), p.dy_batch_stride, p.dy_seq_stride, nullptr, 0, 0, H};
+  const T* dfs = static_cast<const T*>(p.d_final_state.data);
+  T* dx = static_cast<T*>(p.dx);
+  const int x_extra = p.silu ? H : 0;
+
+  for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
+    const std::int64_t c0 = (job % g.ctiles) * kTileC, run = job / g.ctiles;
+    const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
+    for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
+      const int k = i / kTileC;
+      const std::int64_t c = c0 + i % kTileC;
+      wsm[i] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
+    }
+    const std::int64_t c = c0 + 2 * lane;
+    const int nc = static_cast<int>(max64(0, min64(2, C - c)));
+    float2 bias{0.0f, 0.0f};
+    if (p.silu && p.bias != nullptr) {
+      if (nc > 0) bias.x = load_any(p.bias, p.bdtype, c * p.bias_stride);
+      if (nc > 1) bias.y = load_any(p.bias, p.bdtype, (c + 1) * p.bias_stride);
+    }
+    float2 dw[kTaps], db{0.0f, 0.0f};
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
+
+    auto load = [&](int st, const Piece& pc) {
+      load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
+      load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
+    };
+    PieceWalker producer(q, r0, r1), consumer = producer;
+#pragma unroll
+    for (int st = 0; st < kStages<T> - 1; ++st) {
+      const Piece pc = producer.next();
+      if (pc.n > 0) load(st, pc);
+      cp_async_commit();
+    }
+    for (int it = 0;; ++it) {
+      const Piece pc = consumer.next();
+      if (pc.n == 0) break;
+      const Piece pn = producer.next();
+      if (pn.n > 0) load((it + kStages<T> - 1) % kStages<T>, pn);
+      cp_async_commit();
+      cp_async_wait<kStages<T> - 1>();
+      __syncthreads();
+      const T* xt = x_stage(it % kStages<T>);
+      const T* dyt = dy_stage(it % kStages<T>);
+
+      // Rows [0, n + H) of g: positions past the sequence end are zero (so is dy there).
+      auto run_piece = [&](const auto* gt) {
+        using G = std::remove_cv_t<std::remove_pointer_t<decltype(gt)>>;
+        const int r_begin = warp * kGroupRows;
+        if (r_begin < pc.n) {  // dx rows [r_begin, r_begin + 16): dx[j] = sum_k w[K-1-k] g[j + k]
+          float2 acc[kGroupRows];
+#pragma unroll
+          for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};
+          window_sum<kGroupRows, 1>(acc, gt, r_begin, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + (H - k) * kTileC)[lane]; });
+          if (dx != nullptr) {
+            T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r_begin, p.dx_batch_stride, p.dx_seq_stride) + c;
+#pragma unroll
+            for (int i = 0; i < kGroupRows; ++i) {
+              if (r_begin + i >= pc.n) break;
+              float a = acc[i].x, b = acc[i].y;
+              const std::int64_t pos = pc.pos + r_begin + i, j = pos - (pc.len - H);  // d_final_state row
+              if (dfs != nullptr && j >= 0 && nc > 0) {
+                const T* f = dfs + pc.s * p.d_final_state.batch_stride + j * p.d_final_state.seq_stride + c;
+                a += to_f32(f[0]);
+                if (nc > 1) b += to_f32(f[1]);
+              }
+              store2<T>(dxp + i * p.dx_seq_stride, nc, a, b);
+            }
+          }
+        }
+        if constexpr (kTokenSplit) {  // dw[k] += g[j] * x[j + k] over this warp's rows j
+          if (r_begin < pc.n) {
+            window_sum<kTaps, 1>(dw, xt, r_begin, min(kGroupRows, pc.n - r_begin), lane, [&](int i) {
+              const float2 gv = lds2<G>(gt, r_begin + i, lane);
+              db.x += gv.x;
+              db.y += gv.y;
+              return gv;
+            });
+          }
+        } else {  // dweight taps warp + 4t: rows j = a + 4m of the piece, x rows j + tap
+          for (int a = 0; a < kWarps && a < pc.n; ++a) {
+            window_sum<kTaps, kWarps>(dw, xt, a + warp, (pc.n - a + kWarps - 1) / kWarps, lane, [&](int m) {
+              const float2 gv = lds2<G>(gt, a + kWarps * m, lane);
+              db.x += gv.x;
+              db.y += gv.y;
+              return gv;
+            });
+          }
+        }
+      };
+      if (p.silu) {
+        // g rows in groups of 16, round robin over the warps: z from the x tile, then dy * silu'(z).
+        for (int r_begin = warp * kGroupRows; r_begin < pc.n + H; r_begin += kWarps * kGroupRows) {
+          float2 z[kGroupRows];
+#pragma unroll
+          for (int i = 0; i < kGroupRows; ++i) z[i] = bias;
+          window_sum<kGroupRows, 1>(z, xt, r_begin, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; });
+#pragma unroll
+          for (int i = 0; i < kGroupRows; ++i) {
+            const int r = r_begin + i;
+            if (r >= pc.n + H) break;
+            float2 gv{0.0f, 0.0f};
+            if (pc.pos + r < pc.len) {
+              const float2 d = lds2<T>(dyt, r, lane);
+              gv = {d.x * silu_grad_f(z[i].x), d.y * silu_grad_f(z[i].y)};
+            }
+            reinterpret_cast<float2*>(gsm + r * kTileC)[lane] = gv;
+          }
+        }
+        __syncthreads();
+        run_piece(static_cast<const float*>(gsm));
+      } else {
+        run_piece(dyt);
+      }
+      __syncthreads();  // the stage (and g) are refilled next iteration
+    }
+    cp_async_wait<0>();
+
+    float* out = ws + run * (K + 1) * C;  // this run's [K+1][C]
+    if constexpr (kTokenSplit) {
+      // red[w][k][64]: warp w's partials (k = K: dbias), then summed over w in order.
+      float* red = reinterpret_cast<float*>(smem_raw);
+      __syncthreads();  // every warp is done with the stages
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t)
+        if (t < K) reinterpret_cast<float2*>(red + (warp * (K + 1) + t) * kTileC)[lane] = dw[t];
+      reinterpret_cast<float2*>(red + (warp * (K + 1) + K) * kTileC)[lane] = db;
+      __syncthreads();
+      for (int i = threadIdx.x; i < (K + 1) * kTileC; i += kThreads) {
+        const std::int64_t cc = c0 + i % kTileC;
+        float sum = red[i];
+#pragma unroll
+        for (int w = 1; w < kWarps; ++w) sum += red[w * (K + 1) * kTileC + i];
+        if (cc < C) out[(i / kTileC) * C + cc] = sum;
+      }
+    } else {
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) {
+        const int k = warp + kWarps * t;
+        if (k < K) {
+          if (nc > 0) out[k * C + c] = dw[t].x;
+          if (nc > 1) out[k * C + c + 1] = dw[t].y;
+        }
+      }
+      if (warp == 0) {
+        if (nc > 0) out[K * C + c] = db.x;
+        if (nc > 1) out[K * C + c + 1] = db.y;
+      }
+    }
+    __syncthreads();  // the weights are reloaded for the next job
+  }
+}
+
+template <class T, int kTaps, bool kTokenSplit>
+bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
+  const int K = static_cast<int>(p.shape.width);
+  const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
+  const std::size_t smem = bwd_smem_bytes<T>(tl, K);
+  // The token split reduces its 4 warps' partials through the stage buffers.
+  const std::size_t stages = kStages<T> * (tiled_stage_bytes(sizeof(T), tl.x_rows) + tiled_stage_bytes(sizeof(T), tl.dy_rows));
+  if (kTokenSplit && stages < static_cast<std::size_t>(kWarps) * (K + 1) * kTileC * sizeof(float)) return false;
+  constexpr auto kernel = backward_tiled_kernel<T, kTaps, kTokenSplit>;
+  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
+  const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) * static_cast<std::size_t>(p.shape.channels) * sizeof(float);
+  SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));
+  kernel<<<g.grid, kThreads, smem, stream>>>(p, q, g, *partials);
+  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward (tiled) kernel launch");
+  *runs = g.runs;
+  return true;
+}
+
+}  // namespace
+
+template <class T>
+bool backward_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
+  const std::int64_t K = p.shape.width;
+  if (K > kTiledBwdMaxK || rows <= 0) return false;
+  const std::int64_t vec = 16 / static_cast<std::int64_t>(sizeof(T));
+  auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
+    return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s0 % vec == 0 && s1 % vec == 0);
+  };
+  // dx and d_final_state are written / read a pair of channels at a time: 2-element alignment.
+  auto paired = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
+    return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % (2 * sizeof(T)) == 0 && s0 % 2 == 0 && s1 % 2 == 0);
+  };
+  if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.dy, p.dy_batch_stride, p.dy_seq_stride) ||
+      !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride) ||
+      !paired(p.dx, p.dx_batch_stride, p.dx_seq_stride) || !paired(p.d_final_state.data, p.d_final_state.batch_stride, p.d_final_state.seq_stride))
+    return false;
+  if (K <= 4) return launch_tiled<T, 4, true>(p, q, rows, partials, runs);
+  if (K <= 8) return launch_tiled<T, 8, true>(p, q, rows, partials, runs);
+  if (K <= 16) return launch_tiled<T, 16, true>(p, q, rows, partials, runs);
+  if (K <= 32) return launch_tiled<T, 8, false>(p, q, rows, partials, runs);
+  return launch_tiled<T, 16, false>(p, q, rows, partials, runs);
+}
+
+template bool backward_tiled<float>(const BackwardParams&, const SeqView&, std::int64_t, float**, std::int64_t*);
+template bool backward_tiled<__nv_bfloat16>(const BackwardParams&, const SeqView&, std::int64_t, float**, std::int64_t*);
+template bool backward_tiled<__half>(const BackwardParams&, const SeqView&, std::int64_t, float**, std::int64_t*);
+
+}  // namespace shortconv::cuda

@@ -1,0 +1,132 @@
+// Pipelined CUDA forward: the fast path for 16-byte aligned tensors and K <= kTiledMaxK.
+//
+//   z[s,p,c] = bias[c] + sum_{k<K} w[c,k] * xe[s, p+k-(K-1), c]     y = z or silu(z)
+//
+// A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows inside one
+// sequence (device/tile.cuh). Each piece lands in shared memory with its K-1 halo rows (x, the
+// initial state, or zeros) through a 3- or 4-stage cp.async pipeline, so loads for later pieces
+// are in flight while this one is computed. A warp computes 16 rows x 64 channels of a piece
+// (lane = 2 channels) with a register window sliding down the tile; weights sit in shared memory
+// as f32 [K][64]. Results go straight from registers to y: a warp writes whole rows of the tile.
+#include "check.hpp"
+#include "device/common.cuh"
+#include "device/sequences.cuh"
+#include "device/tile.cuh"
+#include "launch.hpp"
+#include "tiled.hpp"
+
+namespace shortconv::cuda {
+namespace {
+
+using detail::ForwardParams;
+using namespace tile;
+
+constexpr int kThreads = 128;  // 4 warps: one row group of a 64-row piece each
+// Pieces in shared memory: kStages - 1 in flight while one is computed. 16-bit tiles are half the
+// bytes, so they take one more stage for the same bytes in flight.
+template <class T>
+constexpr int kStages = sizeof(T) == 4 ? 3 : 4;
+
+template <class T>
+__global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int K = static_cast<int>(p.shape.width), H = K - 1;
+  const int tile_rows = kPieceRows + H;
+  T* stage_base = reinterpret_cast<T*>(smem_raw);
+  float* wsm = reinterpret_cast<float*>(smem_raw + tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T>);  // [K][64]
+  const std::int64_t C = p.shape.channels;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
+                   p.initial_state.batch_stride, p.initial_state.seq_stride, H};
+  T* y = static_cast<T*>(p.y);
+
+  for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
+    const std::int64_t c0 = (job % g.ctiles) * kTileC;
+    const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
+    const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
+    for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
+      const int k = i / kTileC;
+      const std::int64_t c = c0 + i % kTileC;
+      wsm[i] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
+    }
+    const std::int64_t c = c0 + 2 * lane;
+    const int nc = static_cast<int>(max64(0, min64(2, C - c)));
+    float2 bias{0.0f, 0.0f};
+    if (p.bias != nullptr) {
+      if (nc > 0) bias.x = load_any(p.bias, p.bdtype, c * p.bias_stride);
+      if (nc > 1) bias.y = load_any(p.bias, p.bdtype, (c + 1) * p.bias_stride);
+    }
+
+    PieceWalker producer(q, r0, r1), consumer = producer;
+#pragma unroll
+    for (int st = 0; st < kStages<T> - 1; ++st) {
+      const Piece pc = producer.next();
+      if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C);
+      cp_async_commit();
+    }
+    for (int it = 0;; ++it) {
+      const Piece pc = consumer.next();
+      if (pc.n == 0) break;
+      const Piece pn = producer.next();
+      if (pn.n > 0)
+        load_rows<T, kThreads>(stage_base + ((it + kStages<T> - 1) % kStages<T>) * tile_rows * kTileC, src, q, pn, pn.pos - H, pn.n + H, c0, C);
+      cp_async_commit();
+      cp_async_wait<kStages<T> - 1>();
+      __syncthreads();  // this piece (and, on the first one, the weights) is in shared memory
+
+      const T* rows = stage_base + (it % kStages<T>) * tile_rows * kTileC;
+      const int r_begin = warp * kGroupRows;
+      if (r_begin < pc.n) {
+        float2 acc[kGroupRows];
+#pragma unroll
+        for (int i = 0; i < kGroupRows; ++i) acc[i] = bias;
+        // Output row j (tile row j + H) reads tile rows j .. j + K - 1.
+        window_sum<kGroupRows, 1>(acc, rows, r_begin, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; });
+        T* yp = y + q.offset(pc.s, pc.first, pc.pos + r_begin, p.y_batch_stride, p.y_seq_stride) + c;
+#pragma unroll
+        for (int i = 0; i < kGroupRows; ++i) {
+          if (r_begin + i >= pc.n) break;
+          float a = acc[i].x, b = acc[i].y;
+          if (p.silu) {
+            a = silu_f(a);
+            b = silu_f(b);
+          }
+          store2<T>(yp + i * p.y_seq_stride, nc, a, b);
+        }
+      }
+      __syncthreads();  // the stage is refilled next iteration
+    }
+    cp_async_wait<0>();
+  }
+}
+
+}  // namespace
+
+template <class T>
+bool forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
+  const std::int64_t K = p.shape.width;
+  if (K > kTiledMaxK) return false;
+  const std::uintptr_t align = 16;
+  const std::int64_t vec = 16 / static_cast<std::int64_t>(sizeof(T));
+  auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
+    return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % align == 0 && s0 % vec == 0 && s1 % vec == 0);
+  };
+  if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.y, p.y_batch_stride, p.y_seq_stride) ||
+      !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
+    return false;
+  const int tile_rows = static_cast<int>(tile::kPieceRows + K - 1);
+  const std::size_t smem = tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T> + static_cast<std::size_t>(K) * tile::kTileC * sizeof(float);
+  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<forward_tiled_kernel<T>>(p.device_index))) return false;
+  const std::int64_t resident = resident_blocks(forward_tiled_kernel<T>, kThreads, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  forward_tiled_kernel<T><<<g.grid, kThreads, smem, stream>>>(p, q, g);
+  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
+  return true;
+}
+
+template bool forward_tiled<float>(const ForwardParams&, const SeqView&, std::int64_t);
+template bool forward_tiled<__nv_bfloat16>(const ForwardParams&, const SeqView&, std::int64_t);
+template bool forward_tiled<__half>(const ForwardParams&, const SeqView&, std::int64_t);
+
+}  // namespace shortconv::cuda

@@ -1,0 +1,193 @@
+// Shared-memory tiles for the pipelined kernels (conv1d_fwd_tiled.cu, conv1d_bwd_tiled.cu).
+//
+// A block owns a tile of kTileC = 64 channels and a run of flat tokens. It cuts the run into
+// pieces of at most kPieceRows rows that never cross a sequence boundary, and copies each piece,
+// with its halo rows, from global memory into shared memory with cp.async (16-byte copies that
+// land without passing through registers, so the bytes in flight no longer depend on the register
+// budget). Halo rows outside the sequence come from the initial state or are zero-filled by the
+// copy itself, so the arithmetic on a tile needs no masks: every row holds exactly the value of
+// the formula's extended input at that position.
+//
+// Threads compute on pairs of channels: lane l of every warp owns channels 2l and 2l+1 of the
+// tile, and a warp walks groups of kGroupRows rows.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "common.cuh"
+#include "sequences.cuh"
+
+namespace shortconv::cuda::tile {
+
+constexpr int kTileC = 64;      // channels of a tile: 32 lanes x 2
+constexpr int kPieceRows = 64;  // rows computed per piece
+constexpr int kGroupRows = 16;  // rows a warp computes at once (register accumulators)
+
+// ---- cp.async --------------------------------------------------------------------------------
+
+/// Copies `src_bytes` (0..16) bytes from global to shared memory and zero-fills the rest of the
+/// 16-byte slot. `gmem` must be a valid 16-byte aligned address even when src_bytes is 0.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// ---- pairs of channels in shared memory -----------------------------------------------------
+
+/// Channels 2*lane and 2*lane+1 of smem row `row` (rows are kTileC elements of T), as f32.
+template <class T>
+__device__ __forceinline__ float2 lds2(const T* rows, int row, int lane);
+template <>
+__device__ __forceinline__ float2 lds2<float>(const float* rows, int row, int lane) {
+  return reinterpret_cast<const float2*>(rows + row * kTileC)[lane];
+}
+template <>
+__device__ __forceinline__ float2 lds2<__nv_bfloat16>(const __nv_bfloat16* rows, int row, int lane) {
+  return __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(rows + row * kTileC)[lane]);
+}
+template <>
+__device__ __forceinline__ float2 lds2<__half>(const __half* rows, int row, int lane) {
+  return __half22float2(reinterpret_cast<const __half2*>(rows + row * kTileC)[lane]);
+}
+
+/// Stores a pair of channels at `p` (element c of a row); `n` of them are inside the tensor.
+/// `p` is 2-element aligned whenever n == 2 (the caller's alignment check guarantees it).
+template <class T>
+__device__ __forceinline__ void store2(T* p, int n, float a, float b) {
+  if (n >= 2) {
+    struct alignas(2 * sizeof(T)) Two {
+      T v[2];
+    } two{{from_f32<T>(a), from_f32<T>(b)}};
+    *reinterpret_cast<Two*>(p) = two;
+  } else if (n == 1) {
+    *p = from_f32<T>(a);
+  }
+}
+
+// ---- pieces: runs of rows inside one sequence -----------------------------------------------
+
+struct Piece {
+  std::int64_t s = 0;      // sequence
+  std::int64_t first = 0;  // flat index of its first token
+  std::int64_t len = 0;    // its length
+  std::int64_t pos = 0;    // first position of the piece in the sequence
+  int n = 0;               // rows; 0 once the run is exhausted
+};
+
+/// Walks the pieces of the flat rows [begin, end), cut at kPieceRows and at sequence ends.
+struct PieceWalker {
+  SeqView q;
+  std::int64_t s, first, len, pos, end;
+
+  __device__ PieceWalker(const SeqView& view, std::int64_t begin, std::int64_t stop) : q(view), end(stop) {
+    s = q.find(begin);
+    first = q.begin(s);
+    len = q.begin(s + 1) - first;
+    pos = begin - first;
+  }
+  __device__ Piece next() {
+    Piece p;
+    if (first + pos >= end) return p;
+    while (pos >= len) {  // the sequence is done (or empty): move to the next one
+      ++s;
+      first += len;
+      len = q.begin(s + 1) - first;
+      pos = 0;
+    }
+    p.s = s;
+    p.first = first;
+    p.len = len;
+    p.pos = pos;
+    p.n = static_cast<int>(min64(kPieceRows, min64(len - pos, end - (first + pos))));
+    pos += p.n;
+    return p;
+  }
+};
+
+/// A tensor laid out like x ([B, T, C] or packed [total, C], channel stride 1), and optionally
+/// the state that extends it before position 0 ([B, K-1, C]).
+template <class T>
+struct RowSource {
+  const T* data = nullptr;
+  std::int64_t batch_stride = 0, seq_stride = 0;
+  const T* state = nullptr;  // null: zeros before position 0
+  std::int64_t state_batch_stride = 0, state_seq_stride = 0;
+  std::int64_t state_rows = 0;  // K - 1
+};
+
+/// Copies positions [pos0, pos0 + rows) of sequence `pc.s` (channels [c0, c0 + kTileC)) into the
+/// smem rows [0, rows). Positions before 0 come from the state (or are zero), positions at or
+/// past the sequence end are zero, and so are channels at or past C. Issued by all threads of
+/// the block; completes on the caller's cp.async group. A thread keeps one 16-byte column and
+/// steps down the rows, so the addresses are one add per copy (a piece never leaves its sequence).
+template <class T, int kThreads>
+__device__ __forceinline__ void load_rows(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0,
+                                          int rows, std::int64_t c0, std::int64_t C) {
+  constexpr int kPerRow = kTileC * static_cast<int>(sizeof(T)) / 16;  // 16-byte slots in a row
+  constexpr int kElems = 16 / static_cast<int>(sizeof(T));
+  constexpr int kRowStep = kThreads / kPerRow;
+  static_assert(kThreads % kPerRow == 0, "a thread keeps one column");
+  const int col = (static_cast<int>(threadIdx.x) % kPerRow) * kElems;
+  const std::int64_t c = c0 + col;
+  const int bytes = c < C ? static_cast<int>(min64(kElems, C - c)) * static_cast<int>(sizeof(T)) : 0;
+  int r = static_cast<int>(threadIdx.x) / kPerRow;
+  std::int64_t pos = pos0 + r;
+  T* dst = smem + r * kTileC + col;
+  // Rows before position 0: the state, or zeros.
+  for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC) {
+    const bool from_state = src.state != nullptr && pos >= -src.state_rows;
+    const T* g = from_state ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
+    cp_async16(dst, g, from_state ? bytes : 0);
+  }
+  // Rows inside the sequence, then zeros past its end.
+  const std::int64_t stride = src.seq_stride * kRowStep;
+  const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
+  for (; r < rows; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC, g += stride) {
+    const bool inside = pos < pc.len;
+    cp_async16(dst, inside ? g : src.data, inside ? bytes : 0);
+  }
+}
+
+// ---- the sliding-window product on a tile -----------------------------------------------------
+
+/// acc[i] += coef(k) * rows[base + kStride * (i + k)] for i < kN and k < count, over a pair of
+/// channels. Each row is read once (kN + count - 1 reads): a register window slides down the rows,
+/// rotating through its slots, so the k loop is unrolled by kN for any count.
+///  - a convolution over kN output rows: kStride 1, k the tap, coef the weight;
+///  - dweight taps k0, k0 + 4, ...: kStride 4, i the tap, k the row step, coef the gradient row.
+template <int kN, int kStride, class T, class Coef>
+__device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int base, int count, int lane, Coef coef) {
+  float2 win[kN];  // at step k, slot (i + k) % kN holds row base + kStride * (i + k)
+#pragma unroll
+  for (int i = 0; i < kN; ++i) win[i] = lds2<T>(rows, base + kStride * i, lane);
+  const T* next = rows + (base + kStride * kN) * kTileC;  // the row step k loads (for step k + 1)
+  // Steps are guarded, not left with `break`: every path keeps the accumulators in the same
+  // registers (an early exit made the compiler copy all of them at each step).
+  for (int kb = 0; kb < count; kb += kN) {
+#pragma unroll
+    for (int kk = 0; kk < kN; ++kk) {
+      if (kb + kk < count) {
+        const float2 w = coef(kb + kk);
+#pragma unroll
+        for (int i = 0; i < kN; ++i) {
+          const float2 v = win[(i + kk) % kN];
+          acc[i].x = fmaf(w.x, v.x, acc[i].x);
+          acc[i].y = fmaf(w.y, v.y, acc[i].y);
+        }
+        // acc[0]'s row for this step is done with; its slot takes the next row of acc[kN-1].
+        if (kb + kk + 1 < count) win[kk] = lds2<T>(next, 0, lane);
+        next += kStride * kTileC;
+      }
+    }
+  }
+}
+
+}  // namespace shortconv::cuda::tile

@@ -1,0 +1,93 @@
+// Host side of the pipelined (shared-memory tile) kernels: grid shape, shared-memory sizing and
+// the entry points conv1d_fwd.cu / conv1d_bwd.cu try before their register-window kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include "../params.hpp"
+#include "check.hpp"
+#include "device/sequences.cuh"
+
+namespace shortconv::cuda {
+
+/// Widest K the tiled kernels take; wider ones use the generic kernels. The tile holds K-1 halo
+/// rows per 64-row piece, so past this the halo dominates.
+constexpr std::int64_t kTiledMaxK = 128;
+
+/// Bytes of one shared-memory tile of `rows` rows of 64 channels.
+__host__ __device__ constexpr std::size_t tiled_stage_bytes(std::size_t elem_bytes, int rows) {
+  return static_cast<std::size_t>(rows) * 64 * elem_bytes;
+}
+
+/// Jobs are (channel tile of 64, run of run_rows flat tokens); blocks stride over them.
+struct TiledGrid {
+  std::int64_t rows = 0;      // flat tokens
+  std::int64_t ctiles = 1;    // channel tiles
+  std::int64_t run_rows = 64; // a multiple of the 64-row piece
+  std::int64_t runs = 1;
+  std::int64_t jobs = 1;
+  unsigned grid = 1;
+};
+
+/// Runs long enough that every resident block gets about `waves` jobs (one wave when waves is 1:
+/// a block then owns one run, which keeps per-block workspaces to one per resident block).
+inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves) {
+  TiledGrid g;
+  g.rows = rows;
+  g.ctiles = (channels + 63) / 64;
+  const std::int64_t pieces = (rows + 63) / 64;
+  const std::int64_t want_jobs = std::max<std::int64_t>(1, resident_blocks * waves);
+  const std::int64_t runs_wanted = std::max<std::int64_t>(1, want_jobs / g.ctiles);
+  const std::int64_t pieces_per_run = std::max<std::int64_t>(1, (pieces + runs_wanted - 1) / runs_wanted);
+  g.run_rows = pieces_per_run * 64;
+  g.runs = (rows + g.run_rows - 1) / g.run_rows;
+  g.jobs = g.runs * g.ctiles;
+  g.grid = static_cast<unsigned>(std::max<std::int64_t>(1, std::min(g.jobs, resident_blocks)));
+  return g;
+}
+
+/// Lets `kKernel` use the device's opt-in shared memory per block (once per device) and returns
+/// that limit in bytes.
+template <auto kKernel>
+int set_max_dynamic_smem(int device) {
+  static std::array<int, 64> limit{};
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  const int d = device >= 0 && device < static_cast<int>(limit.size()) ? device : 0;
+  if (limit[d] == 0) {
+    int optin = 0;
+    SHORTCONV_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    SHORTCONV_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    limit[d] = optin;
+  }
+  return limit[d];
+}
+
+/// Blocks of `kernel` resident on the whole device at `threads` threads and `smem` bytes each.
+template <class Kernel>
+std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t smem, int sms) {
+  int per_sm = 0;
+  SHORTCONV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return static_cast<std::int64_t>(std::max(per_sm, 1)) * sms;
+}
+
+/// Launch the tiled kernel when it applies (16-byte aligned tensors, K <= kTiledMaxK, the tile
+/// fits in shared memory); false leaves the call to the register-window kernels.
+template <class T>
+bool forward_tiled(const detail::ForwardParams& p, const SeqView& q, std::int64_t rows);
+
+/// Widest K the tiled backward takes (dweight taps are register accumulators, K/4 a thread).
+constexpr std::int64_t kTiledBwdMaxK = 64;
+
+/// Launches the tiled backward when it applies: dx, and dweight / dbias partials per run into
+/// *partials ([*runs][K+1][C] f32, stream-ordered allocation the caller reduces and frees).
+template <class T>
+bool backward_tiled(const detail::BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs);
+
+}  // namespace shortconv::cuda
