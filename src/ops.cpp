@@ -4,7 +4,6 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -25,12 +24,12 @@ struct Named {
   const TensorView* view;  // null when the optional argument is absent
 };
 
+// Error messages are built from std::string and std::to_string only: no iostreams, whose locale
+// machinery is what crashed when a second libstdc++ was linked statically into the Python module.
 std::string shape_str(const TensorView& v) {
-  std::ostringstream os;
-  os << '[';
-  for (int d = 0; d < v.rank(); ++d) os << (d ? ", " : "") << v.size(d);
-  os << ']';
-  return os.str();
+  std::string s = "[";
+  for (int d = 0; d < v.rank(); ++d) s += (d ? ", " : "") + std::to_string(v.size(d));
+  return s + ']';
 }
 
 // Byte range [lo, hi) touched by a view whose sizes and strides were already checked.

@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <sstream>
 #include <utility>
 
 #include "cuda_runtime_api.hpp"
@@ -116,17 +115,17 @@ TensorView TensorView::narrow(int dim, std::int64_t start, std::int64_t length) 
   return out;
 }
 
+// No iostreams here (see shape_str in ops.cpp): every error message goes through this.
 std::string TensorView::str() const {
-  std::ostringstream os;
-  os << '[';
-  for (int d = 0; d < rank_; ++d) os << (d ? ", " : "") << shape_[d];
-  os << "] " << dtype_name(dtype_) << ' ' << device_.str();
+  std::string s = "[";
+  for (int d = 0; d < rank_; ++d) s += (d ? ", " : "") + std::to_string(shape_[d]);
+  s += "] " + std::string(dtype_name(dtype_)) + ' ' + device_.str();
   if (!is_contiguous()) {
-    os << " strides (";
-    for (int d = 0; d < rank_; ++d) os << (d ? ", " : "") << strides_[d];
-    os << ')';
+    s += " strides (";
+    for (int d = 0; d < rank_; ++d) s += (d ? ", " : "") + std::to_string(strides_[d]);
+    s += ')';
   }
-  return os.str();
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------------

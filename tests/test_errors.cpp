@@ -223,6 +223,100 @@ TEST(BadInput, DeviceMismatch) {
                                    {"the stream is on cuda:0 but the tensors are on cpu"});
 }
 
+// Every argument of every op, moved alone to the other device: InvalidArgument naming the op and
+// both devices, before anything is read or written. The views keep their host pointers, so a
+// dereference or a device copy before the check would crash or fail; no GPU is needed (issue #5:
+// a CUDA x with a CPU weight from Python). Also the reverse: x alone on the GPU.
+TEST(BadInput, MixedDevicesEveryArgument) {
+  constexpr std::int64_t N = 2, S = 3;  // sequences (forward/backward), state slots (update)
+  // Every buffer starts as a byte pattern; a rejected call must leave all of them as they were.
+  std::vector<std::vector<float>> buf;
+  auto make = [&](std::int64_t n) { return &buf.emplace_back(static_cast<std::size_t>(n), 0.0f); };
+  auto view = [](std::vector<float>* b, std::initializer_list<std::int64_t> shape) {
+    return TensorView(b->data(), DType::f32, Device::cpu(), shape);
+  };
+  buf.reserve(32);  // views keep pointers into the vectors
+  std::vector<std::int32_t> cu = {0, 2, T};
+  std::vector<std::int64_t> slots = {2, -1};
+  const TensorView cu_v(cu.data(), DType::i32, Device::cpu(), {N + 1});
+  const TensorView slots_v(slots.data(), DType::i64, Device::cpu(), {2});
+
+  Conv1dForwardArgs fwd{.x = view(make(T * C), {1, T, C}), .weight = view(make(C * K), {C, K}),
+                        .bias = view(make(C), {C}), .y = view(make(T * C), {1, T, C}),
+                        .activation = Activation::silu, .initial_state = view(make(N * (K - 1) * C), {N, K - 1, C}),
+                        .final_state = view(make(N * (K - 1) * C), {N, K - 1, C}), .cu_seqlens = cu_v};
+  Conv1dBackwardArgs bwd{.x = view(make(T * C), {1, T, C}), .weight = view(make(C * K), {C, K}),
+                         .bias = view(make(C), {C}), .dy = view(make(T * C), {1, T, C}),
+                         .activation = Activation::silu, .initial_state = view(make(N * (K - 1) * C), {N, K - 1, C}),
+                         .d_final_state = view(make(N * (K - 1) * C), {N, K - 1, C}), .cu_seqlens = cu_v,
+                         .dx = view(make(T * C), {1, T, C}), .dweight = view(make(C * K), {C, K}),
+                         .dbias = view(make(C), {C}), .d_initial_state = view(make(N * (K - 1) * C), {N, K - 1, C})};
+  Conv1dUpdateArgs upd{.x = view(make(2 * C), {2, 1, C}), .conv_state = view(make(S * (K - 1) * C), {S, K - 1, C}),
+                       .weight = view(make(C * K), {C, K}), .bias = view(make(C), {C}),
+                       .y = view(make(2 * C), {2, 1, C}), .activation = Activation::silu, .state_indices = slots_v};
+  for (auto& b : buf) std::memset(b.data(), 0x5a, b.size() * sizeof(float));
+  const auto buf0 = buf;
+  const auto cu0 = cu;
+  const auto slots0 = slots;
+
+  // Each case: the op's name, its arguments by name, and a call running it.
+  struct Case {
+    const char* op;
+    std::vector<std::pair<const char*, TensorView*>> args;
+    std::function<void()> call;
+  };
+  const std::vector<Case> cases = {
+      {"conv1d_forward",
+       {{"x", &fwd.x}, {"weight", &fwd.weight}, {"bias", &*fwd.bias}, {"y", &fwd.y},
+        {"initial_state", &*fwd.initial_state}, {"final_state", &*fwd.final_state}, {"cu_seqlens", &*fwd.cu_seqlens}},
+       [&] { conv1d_forward(fwd); }},
+      {"conv1d_backward",
+       {{"x", &bwd.x}, {"weight", &bwd.weight}, {"bias", &*bwd.bias}, {"dy", &bwd.dy},
+        {"initial_state", &*bwd.initial_state}, {"d_final_state", &*bwd.d_final_state},
+        {"cu_seqlens", &*bwd.cu_seqlens}, {"dx", &*bwd.dx}, {"dweight", &*bwd.dweight}, {"dbias", &*bwd.dbias},
+        {"d_initial_state", &*bwd.d_initial_state}},
+       [&] { conv1d_backward(bwd); }},
+      {"conv1d_update",
+       {{"x", &upd.x}, {"conv_state", &upd.conv_state}, {"weight", &upd.weight}, {"bias", &*upd.bias},
+        {"y", &upd.y}, {"state_indices", &*upd.state_indices}},
+       [&] { conv1d_update(upd); }},
+  };
+  auto relabel = [](TensorView* v, Device d) { *v = TensorView(v->data(), v->dtype(), d, v->shape(), v->strides()); };
+  for (const Case& c : cases) {
+    // The first named argument (x) is the reference the message compares with; the second one
+    // is the first mismatch when x is the odd one out.
+    const std::string second = c.args[1].first;
+    for (const auto& [name, v] : c.args) {
+      for (bool odd_on_gpu : {true, false}) {
+        // odd_on_gpu: this argument on cuda:0, the rest on the CPU; otherwise the reverse.
+        for (const auto& a : c.args) relabel(a.second, odd_on_gpu ? Device::cpu() : Device::cuda(0));
+        relabel(v, odd_on_gpu ? Device::cuda(0) : Device::cpu());
+        const std::string odd_dev = odd_on_gpu ? "cuda:0" : "cpu", rest_dev = odd_on_gpu ? "cpu" : "cuda:0";
+        const std::string want = std::string(name) == "x"
+                                     ? second + " is on " + rest_dev + " but x is on " + odd_dev
+                                     : std::string(name) + " is on " + odd_dev + " but x is on " + rest_dev;
+        SCOPED_TRACE(std::string(c.op) + ": " + name + " on " + odd_dev);
+        try {
+          c.call();
+          ADD_FAILURE() << "no exception";
+        } catch (const InvalidArgument& e) {
+          const std::string msg = e.what();
+          EXPECT_EQ(msg.rfind(std::string(c.op) + ": ", 0), 0u) << msg;
+          EXPECT_NE(msg.find(want), std::string::npos) << "message '" << msg << "' lacks '" << want << "'";
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "wrong exception type: " << e.what();
+        }
+        EXPECT_TRUE(buf == buf0 && cu == cu0 && slots == slots0) << "a rejected call touched a buffer";
+      }
+    }
+    for (const auto& a : c.args) relabel(a.second, Device::cpu());
+  }
+  // The same arguments all on the CPU are valid: each rejection above was the device alone.
+  EXPECT_NO_THROW(conv1d_forward(fwd));
+  EXPECT_NO_THROW(conv1d_backward(bwd));
+  EXPECT_NO_THROW(conv1d_update(upd));
+}
+
 TEST(BadInput, CudaWithoutDevice) {
   if (cuda_available()) GTEST_SKIP() << "a GPU is present";
   Fixture f;

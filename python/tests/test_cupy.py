@@ -57,3 +57,42 @@ def test_cupy_and_numpy_mixed_devices_raise():
     w = np.zeros((8, 3), np.float32)
     with pytest.raises(ValueError, match="is on"):
         ops.conv1d_forward(x, w)
+
+
+def _mixed_call(case):
+    """Moves one argument of `case` ("op:name") to the host; returns the call and a check that
+    the host array is unchanged."""
+    B, T, C, K = 2, 6, 8, 3
+    g = {  # every argument on the GPU ...
+        "x": cp.ones((B, T, C), cp.float32), "w": cp.ones((C, K), cp.float32), "b": cp.ones(C, cp.float32),
+        "h0": cp.ones((B, K - 1, C), cp.float32), "y": cp.zeros((B, T, C), cp.float32),
+        "dy": cp.ones((B, T, C), cp.float32), "dw": cp.zeros((C, K), cp.float32),
+        "state": cp.ones((3, K - 1, C), cp.float32), "xu": cp.ones((B, 1, C), cp.float32),
+        "yu": cp.zeros((B, 1, C), cp.float32), "idx": cp.asarray([2, 0], cp.int32),
+        "xv": cp.ones((1, T, C), cp.float32), "yv": cp.zeros((1, T, C), cp.float32),
+        "cu": cp.asarray([0, 2, T], cp.int32),
+    }
+    name = case.split(":")[1]
+    g[name] = cp.asnumpy(g[name])  # ... but this one, with values a write would change
+    if g[name].dtype == np.float32:
+        g[name] += 0.5
+    kept = g[name].copy()
+    op = case.split(":")[0]
+    calls = {
+        "forward": lambda: ops.conv1d_forward(g["x"], g["w"], g["b"], y=g["y"], initial_state=g["h0"]),
+        "varlen": lambda: ops.conv1d_forward(g["xv"], g["w"], y=g["yv"], cu_seqlens=g["cu"]),
+        "backward": lambda: ops.conv1d_backward(g["x"], g["w"], g["dy"], dx=False, dweight=g["dw"]),
+        "update": lambda: ops.conv1d_update(g["xu"], g["state"], g["w"], g["b"], y=g["yu"], state_indices=g["idx"]),
+    }
+    return calls[op], lambda: np.array_equal(g[name], kept)
+
+
+@pytest.mark.parametrize("case", [
+    "forward:x", "forward:w", "forward:b", "forward:h0", "forward:y", "varlen:cu", "varlen:xv",
+    "backward:dy", "backward:dw", "update:state", "update:w", "update:idx", "update:xu", "update:yu",
+])
+def test_each_argument_on_the_cpu_alone_raises(case):
+    call, untouched = _mixed_call(case)
+    with pytest.raises(ValueError, match="is on cpu but x is on cuda|is on cuda:0 but x is on cpu"):
+        call()
+    assert untouched()
