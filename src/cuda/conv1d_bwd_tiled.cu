@@ -32,6 +32,11 @@ using detail::BackwardParams;
 using namespace tile;
 
 constexpr int kThreads = 128;
+// dx rows of one register window: 8 where the dweight window is small (K <= 8; fewer registers,
+// 4 blocks an SM: measured 199 -> 183 us at B=4 T=4096 C=4096 K=4 bf16 on an H100), else 16
+// (8 measured slower there: more reads per FMA).
+template <int kTaps, bool kTokenSplit>
+constexpr int kSubRows = kTokenSplit && kTaps <= 8 ? 8 : 16;
 // Pieces in shared memory (x and dy tiles each): kStages - 1 in flight while one is computed.
 template <class T>
 constexpr int kStages = sizeof(T) == 4 ? 2 : 3;
@@ -50,9 +55,15 @@ struct BwdTiles {
   }
 };
 
+/// Stages in use: with SiLU the f32 g tile takes the room of one, which keeps 3 blocks an SM.
 template <class T>
-std::size_t bwd_smem_bytes(const BwdTiles& t, int K) {
-  return kStages<T> * (tiled_stage_bytes(sizeof(T), t.x_rows) + tiled_stage_bytes(sizeof(T), t.dy_rows)) +
+__host__ __device__ int bwd_stages(bool silu) {
+  return silu ? 2 : kStages<T>;
+}
+
+template <class T>
+std::size_t bwd_smem_bytes(const BwdTiles& t, int K, bool silu) {
+  return bwd_stages<T>(silu) * (tiled_stage_bytes(sizeof(T), t.x_rows) + tiled_stage_bytes(sizeof(T), t.dy_rows)) +
          tiled_stage_bytes(sizeof(float), t.g_rows) + static_cast<std::size_t>(K) * kTileC * sizeof(float);
 }
 
@@ -60,15 +71,16 @@ std::size_t bwd_smem_bytes(const BwdTiles& t, int K) {
 // piece, and the 4 warps' partials are added in a fixed order at the end of the run (K <= 16).
 // Otherwise warp w owns taps w, w + 4, ... (kTaps = K/4 rounded up) over every row.
 template <class T, int kTaps, bool kTokenSplit>
-__global__ __launch_bounds__(kThreads, (kTokenSplit && kTaps >= 16 ? 2 : 3)) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
+__global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 3)) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
   const std::size_t x_bytes = tiled_stage_bytes(sizeof(T), tl.x_rows), dy_bytes = tiled_stage_bytes(sizeof(T), tl.dy_rows);
+  const int stages = bwd_stages<T>(p.silu);
   auto x_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (x_bytes + dy_bytes)); };
   auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (x_bytes + dy_bytes) + x_bytes); };
-  float* gsm = reinterpret_cast<float*>(smem_raw + kStages<T> * (x_bytes + dy_bytes));              // [g_rows][64]
-  float* wsm = reinterpret_cast<float*>(smem_raw + kStages<T> * (x_bytes + dy_bytes) + tiled_stage_bytes(sizeof(float), tl.g_rows));  // [K][64]
+  float* gsm = reinterpret_cast<float*>(smem_raw + stages * (x_bytes + dy_bytes));              // [g_rows][64]
+  float* wsm = reinterpret_cast<float*>(smem_raw + stages * (x_bytes + dy_bytes) + tiled_stage_bytes(sizeof(float), tl.g_rows));  // [K][64]
 
   const std::int64_t C = p.shape.channels;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -78,6 +90,9 @@ __global__ __launch_bounds__(kThreads, (kTokenSplit && kTaps >= 16 ? 2 : 3)) voi
   const T* dfs = static_cast<const T*>(p.d_final_state.data);
   T* dx = static_cast<T*>(p.dx);
   const int x_extra = p.silu ? H : 0;
+  // With SiLU and K <= 16, pieces of 64 - (K-1) rows make the g tile (piece + halo) exactly the
+  // 4 warps' 16-row groups, so the z recompute is balanced over the warps.
+  const int piece_rows = p.silu && K <= kGroupRows ? kPieceRows - H : kPieceRows;
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = (job % g.ctiles) * kTileC, run = job / g.ctiles;
@@ -102,40 +117,47 @@ __global__ __launch_bounds__(kThreads, (kTokenSplit && kTaps >= 16 ? 2 : 3)) voi
       load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
       load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
     };
-    PieceWalker producer(q, r0, r1), consumer = producer;
+    PieceWalker producer(q, r0, r1, piece_rows), consumer = producer;
 #pragma unroll
     for (int st = 0; st < kStages<T> - 1; ++st) {
-      const Piece pc = producer.next();
-      if (pc.n > 0) load(st, pc);
-      cp_async_commit();
+      if (st < stages - 1) {
+        const Piece pc = producer.next();
+        if (pc.n > 0) load(st, pc);
+      }
+      cp_async_commit();  // (an empty group past `stages`: the wait below counts the same)
     }
     for (int it = 0;; ++it) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
       const Piece pn = producer.next();
-      if (pn.n > 0) load((it + kStages<T> - 1) % kStages<T>, pn);
+      if (pn.n > 0) load((it + stages - 1) % stages, pn);
       cp_async_commit();
-      cp_async_wait<kStages<T> - 1>();
+      if (stages == kStages<T>) {
+        cp_async_wait<kStages<T> - 1>();
+      } else {
+        cp_async_wait<1>();  // 2 stages (and maybe one empty group from the prologue)
+      }
       __syncthreads();
-      const T* xt = x_stage(it % kStages<T>);
-      const T* dyt = dy_stage(it % kStages<T>);
+      const T* xt = x_stage(it % stages);
+      const T* dyt = dy_stage(it % stages);
 
       // Rows [0, n + H) of g: positions past the sequence end are zero (so is dy there).
       auto run_piece = [&](const auto* gt) {
         using G = std::remove_cv_t<std::remove_pointer_t<decltype(gt)>>;
         const int r_begin = warp * kGroupRows;
-        if (r_begin < pc.n) {  // dx rows [r_begin, r_begin + 16): dx[j] = sum_k w[K-1-k] g[j + k]
-          float2 acc[kGroupRows];
+        // dx rows [r_begin, r_begin + 16), kSubRows<kTaps, kTokenSplit> at a time: dx[j] = sum_k w[K-1-k] g[j + k]
+        for (int r0 = r_begin; r0 < min(pc.n, r_begin + kGroupRows); r0 += kSubRows<kTaps, kTokenSplit>) {
+          float2 acc[kSubRows<kTaps, kTokenSplit>];
 #pragma unroll
-          for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};
-          window_sum<kGroupRows, 1>(acc, gt, r_begin, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + (H - k) * kTileC)[lane]; });
+          for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) acc[i] = {0.0f, 0.0f};
+          window_sum<kSubRows<kTaps, kTokenSplit>, 1>(acc, gt, r0, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + (H - k) * kTileC)[lane]; });
           if (dx != nullptr) {
-            T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r_begin, p.dx_batch_stride, p.dx_seq_stride) + c;
+            T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r0, p.dx_batch_stride, p.dx_seq_stride) + c;
 #pragma unroll
-            for (int i = 0; i < kGroupRows; ++i) {
-              if (r_begin + i >= pc.n) break;
+            for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
+              if (r0 + i >= pc.n) break;
               float a = acc[i].x, b = acc[i].y;
-              const std::int64_t pos = pc.pos + r_begin + i, j = pos - (pc.len - H);  // d_final_state row
+              const std::int64_t pos = pc.pos + r0 + i, j = pos - (pc.len - H);  // d_final_state row
               if (dfs != nullptr && j >= 0 && nc > 0) {
                 const T* f = dfs + pc.s * p.d_final_state.batch_stride + j * p.d_final_state.seq_stride + c;
                 a += to_f32(f[0]);
@@ -232,9 +254,9 @@ template <class T, int kTaps, bool kTokenSplit>
 bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
   const int K = static_cast<int>(p.shape.width);
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
-  const std::size_t smem = bwd_smem_bytes<T>(tl, K);
+  const std::size_t smem = bwd_smem_bytes<T>(tl, K, p.silu);
   // The token split reduces its 4 warps' partials through the stage buffers.
-  const std::size_t stages = kStages<T> * (tiled_stage_bytes(sizeof(T), tl.x_rows) + tiled_stage_bytes(sizeof(T), tl.dy_rows));
+  const std::size_t stages = bwd_stages<T>(p.silu) * (tiled_stage_bytes(sizeof(T), tl.x_rows) + tiled_stage_bytes(sizeof(T), tl.dy_rows));
   if (kTokenSplit && stages < static_cast<std::size_t>(kWarps) * (K + 1) * kTileC * sizeof(float)) return false;
   constexpr auto kernel = backward_tiled_kernel<T, kTaps, kTokenSplit>;
   if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;

@@ -82,12 +82,15 @@ struct Piece {
   int n = 0;               // rows; 0 once the run is exhausted
 };
 
-/// Walks the pieces of the flat rows [begin, end), cut at kPieceRows and at sequence ends.
+/// Walks the pieces of the flat rows [begin, end), cut at `max_rows` (<= kPieceRows) and at
+/// sequence ends.
 struct PieceWalker {
   SeqView q;
   std::int64_t s, first, len, pos, end;
+  int max_rows;
 
-  __device__ PieceWalker(const SeqView& view, std::int64_t begin, std::int64_t stop) : q(view), end(stop) {
+  __device__ PieceWalker(const SeqView& view, std::int64_t begin, std::int64_t stop, int rows = kPieceRows)
+      : q(view), end(stop), max_rows(rows) {
     s = q.find(begin);
     first = q.begin(s);
     len = q.begin(s + 1) - first;
@@ -106,7 +109,7 @@ struct PieceWalker {
     p.first = first;
     p.len = len;
     p.pos = pos;
-    p.n = static_cast<int>(min64(kPieceRows, min64(len - pos, end - (first + pos))));
+    p.n = static_cast<int>(min64(max_rows, min64(len - pos, end - (first + pos))));
     pos += p.n;
     return p;
   }
