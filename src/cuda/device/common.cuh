@@ -90,6 +90,40 @@ constexpr int unroll_for() {
   return u < kMin ? kMin : u > kMax ? kMax : u;
 }
 
+/// One vector store of 4, 8 or 16 bytes. Assigning a struct (a Pack, a float2) compiled to one
+/// store per member (eight 2-byte stores for a 16-byte Pack of bf16), so the widths are spelled
+/// out in PTX.
+__device__ __forceinline__ void st_global(void* p, unsigned a) { asm volatile("st.global.u32 [%0], %1;" ::"l"(p), "r"(a) : "memory"); }
+__device__ __forceinline__ void st_global(void* p, unsigned a, unsigned b) {
+  asm volatile("st.global.v2.u32 [%0], {%1, %2};" ::"l"(p), "r"(a), "r"(b) : "memory");
+}
+__device__ __forceinline__ void st_global(void* p, unsigned a, unsigned b, unsigned c, unsigned d) {
+  asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+
+/// The bits of elements 2j and 2j+1 (16-bit T), or of element j (f32), of a Pack as one word.
+template <class T, int kVec>
+__device__ __forceinline__ unsigned pack_word(const Pack<T, kVec>& pk, int j) {
+  unsigned w;
+  memcpy(&w, reinterpret_cast<const unsigned char*>(&pk) + 4 * j, 4);
+  return w;
+}
+
+/// Stores a Pack as one vector access (see st_global).
+template <class T, int kVec>
+__device__ __forceinline__ void store_pack(T* __restrict__ p, const Pack<T, kVec>& pk) {
+  constexpr int kBytes = static_cast<int>(sizeof(T)) * kVec;
+  if constexpr (kBytes == 16) {
+    st_global(p, pack_word(pk, 0), pack_word(pk, 1), pack_word(pk, 2), pack_word(pk, 3));
+  } else if constexpr (kBytes == 8) {
+    st_global(p, pack_word(pk, 0), pack_word(pk, 1));
+  } else if constexpr (kBytes == 4) {
+    st_global(p, pack_word(pk, 0));
+  } else {
+    *reinterpret_cast<Pack<T, kVec>*>(p) = pk;
+  }
+}
+
 /// Stores kVec f32 values as T; see load_vec for `packed` and `n`.
 template <class T, int kVec>
 __device__ __forceinline__ void store_vec(T* __restrict__ p, bool packed, int n, const float (&in)[kVec]) {
@@ -97,7 +131,7 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, bool packed, int n,
     Pack<T, kVec> pk;
 #pragma unroll
     for (int i = 0; i < kVec; ++i) pk.v[i] = from_f32<T>(in[i]);
-    *reinterpret_cast<Pack<T, kVec>*>(p) = pk;
+    store_pack<T, kVec>(p, pk);
   } else {
 #pragma unroll
     for (int i = 0; i < kVec; ++i)
