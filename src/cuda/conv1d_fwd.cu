@@ -1,6 +1,11 @@
 // CUDA forward of the depthwise causal conv1d, with the fused bias + SiLU epilogue, initial and
 // final states, and packed variable-length batches.
 //
+// Kernel versions (bench/NOTES.md has each one's prediction and measurement): calls with 16-byte
+// aligned tensors and K <= 128 go to the pipelined shared-memory kernel (v8, conv1d_fwd_tiled.cu);
+// the register-window kernels below (v1-v7) take the rest: unaligned views, odd strides, wider K.
+// The final state is always written here, after the main kernel.
+//
 //   z[s,p,c] = bias[c] + sum_{k<K} w[c,k] * xe[s, p+k-(K-1), c]     y = z or silu(z)
 //   xe = x extended before p = 0 by the initial state; without one those terms are absent.
 //
