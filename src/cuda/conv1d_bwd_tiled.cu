@@ -2,9 +2,10 @@
 // dx, and per-run dweight / dbias partials, in one pass over x and dy (see conv1d_bwd.cu for the
 // formulas; d_initial_state and the fixed-order reduction of the partials stay there).
 //
-// A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows inside one
-// sequence (device/tile.cuh). Per piece at positions [p, p + n) of sequence s, a 2- (f32) or 3-stage cp.async
-// pipeline brings into shared memory
+// A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows (64 - (K-1)
+// with SiLU and K <= 16) inside one sequence (device/tile.cuh). Per piece at positions [p, p + n)
+// of sequence s, a cp.async pipeline (3 stages for 16-bit types, 2 for f32 or with SiLU) brings
+// into shared memory
 //   dy at [p, p + n + K - 1)            (zero past the sequence end: those terms are dropped)
 //   x  at [p - (K-1), p + n (+ K - 1 with SiLU))   (initial state or zeros before position 0)
 // With SiLU, g = dy * silu'(z) is computed first into an f32 tile, z recomputed from the x tile;
