@@ -188,11 +188,15 @@ struct Problem {
   DType wdtype = DType::f32;
   bool bias = true;
   bool strided = false;  // x, dy: column slices of a [B, T, 3C] buffer; y, dx: unaligned slices
+  // x, dy: 16-byte aligned column slices of a [B, T, 3Cp] buffer, y, dx: rows padded to Cp, with
+  // Cp = C rounded up to 8 elements: token strides > C that the CUDA tiled kernels take (their
+  // 16-byte copies then end inside a row when C is not a multiple of 8). Ignored with `strided`.
+  bool padded = false;
 
   std::string name() const {
     std::ostringstream os;
     os << "B" << B << "_T" << T << "_C" << C << "_K" << K << "_" << dtype_name(dtype) << "_w" << dtype_name(wdtype)
-       << (bias ? "_bias" : "") << (strided ? "_strided" : "");
+       << (bias ? "_bias" : "") << (strided ? "_strided" : padded ? "_padded" : "");
     return os.str();
   }
 };
@@ -208,11 +212,13 @@ struct ProblemResult {
 inline ProblemResult run_problem(const Problem& p, Device device, std::uint64_t seed,
                                  Variant variant = Variant::fast) {
   std::mt19937_64 rng(seed);
-  const std::int64_t pad = p.strided ? 2 * p.C : 0;
-  Buffer x(p.dtype, {p.B, p.T, p.C}, device, pad, p.strided ? p.C : 0);
-  Buffer dy(p.dtype, {p.B, p.T, p.C}, device, pad, p.strided ? 2 * p.C : 0);
-  Buffer y(p.dtype, {p.B, p.T, p.C}, device, p.strided ? 3 : 0, p.strided ? 1 : 0);
-  Buffer dx(p.dtype, {p.B, p.T, p.C}, device, p.strided ? 5 : 0, p.strided ? 3 : 0);
+  const std::int64_t Cp = (p.C + 7) / 8 * 8;
+  const bool padded = p.padded && !p.strided;
+  const std::int64_t pad = p.strided ? 2 * p.C : padded ? 3 * Cp - p.C : 0;
+  Buffer x(p.dtype, {p.B, p.T, p.C}, device, pad, p.strided ? p.C : padded ? Cp : 0);
+  Buffer dy(p.dtype, {p.B, p.T, p.C}, device, pad, p.strided ? 2 * p.C : padded ? 2 * Cp : 0);
+  Buffer y(p.dtype, {p.B, p.T, p.C}, device, p.strided ? 3 : padded ? Cp - p.C : 0, p.strided ? 1 : 0);
+  Buffer dx(p.dtype, {p.B, p.T, p.C}, device, p.strided ? 5 : padded ? Cp - p.C : 0, p.strided ? 3 : 0);
   Buffer w(p.wdtype, {p.C, p.K}, device);
   Buffer bias(p.wdtype, {p.C}, device);
   Buffer dw(p.wdtype, {p.C, p.K}, device);
@@ -276,6 +282,14 @@ inline std::vector<Problem> sweep_problems() {
       for (const DT& dt : dtypes) out.push_back({2, T, 4096, K, dt.x, dt.w, true, K % 2 == 1});
   out.push_back({3, 1031, 4096, 4, DType::f32, DType::f32, true, true});
   out.push_back({1, 1031, 4096, 4, DType::bf16, DType::bf16, true, false});
+  // Padded rows and aligned column slices: C a multiple of 8, and not.
+  for (std::int64_t K : {1, 4, 5, 16, 33})
+    for (std::int64_t C : {33, 136})
+      for (const DT& dt : dtypes) {
+        Problem p{2, 71, C, K, dt.x, dt.w, K % 2 == 0, false};
+        p.padded = true;
+        out.push_back(p);
+      }
   return out;
 }
 

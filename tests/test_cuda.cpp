@@ -21,6 +21,11 @@ std::vector<Problem> cuda_problems() {
         if (T < 1) continue;
         out.push_back({2, T, 264, K, d, d, true, T % 2 == 1});
         out.push_back({1, T, 7, K, d, DType::f32, false, T % 2 == 0});
+        if (T == 257) {  // the tiled kernels' strided views: token stride > C, partial 16-byte copies
+          Problem padded{2, T, 100, K, d, d, K % 2 == 1, false};
+          padded.padded = true;
+          out.push_back(padded);
+        }
       }
   }
   return out;
