@@ -26,8 +26,10 @@ struct Shape {
 
 // Widths cover every CUDA width bucket (<= 4, <= 8, <= 16, > 16) and T < K; C = 67 covers a full
 // CPU block of 64 channels plus a tail; T = 50 lets the CPU backward take groups of 4 rows.
-constexpr Shape kShapes[] = {{3, 50, 67, 4}, {3, 50, 67, 7}, {2, 41, 9, 12},
-                             {2, 37, 5, 33}, {3, 3, 67, 7},  {2, 20, 3, 1}};
+// C = 64 and 72 (rows 16-byte aligned) send CUDA calls to the tiled kernels, the others to the
+// register-window kernels.
+constexpr Shape kShapes[] = {{3, 50, 67, 4}, {3, 50, 67, 7}, {2, 41, 9, 12}, {2, 37, 5, 33}, {3, 3, 67, 7},
+                             {2, 20, 3, 1},  {3, 50, 64, 4}, {2, 41, 72, 12}, {2, 37, 64, 33}, {3, 3, 64, 7}};
 
 struct DTypes {
   DType x, w;
