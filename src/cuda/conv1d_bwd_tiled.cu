@@ -145,13 +145,39 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
       // Rows [0, n + H) of g: positions past the sequence end are zero (so is dy there).
       auto run_piece = [&](const auto* gt) {
         using G = std::remove_cv_t<std::remove_pointer_t<decltype(gt)>>;
+        // dw[t] += x[j + k] * g[j] for this thread's taps k = k_first + k_step * t that reach at
+        // or after position 0 (row j of a piece without a state), and dbias += g[j].
+        auto add_masked_row = [&](int j, int k_first, int k_step) {
+          const float2 gv = lds2<G>(gt, j, lane);
+          db.x += gv.x;
+          db.y += gv.y;
+          const std::int64_t k_min = H - (pc.pos + j);  // taps below reach before position 0
+#pragma unroll
+          for (int t = 0; t < kTaps; ++t) {
+            const int k = k_first + k_step * t;
+            if (k < K && k >= k_min) {
+              const float2 v = lds2<T>(xt, j + k, lane);
+              dw[t].x = fmaf(v.x, gv.x, dw[t].x);
+              dw[t].y = fmaf(v.y, gv.y, dw[t].y);
+            }
+          }
+        };
         const int r_begin = warp * kGroupRows;
         // dx rows [r_begin, r_begin + 16), kSubRows<kTaps, kTokenSplit> at a time: dx[j] = sum_k w[K-1-k] g[j + k]
         for (int r0 = r_begin; r0 < min(pc.n, r_begin + kGroupRows); r0 += kSubRows<kTaps, kTokenSplit>) {
           float2 acc[kSubRows<kTaps, kTokenSplit>];
 #pragma unroll
           for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) acc[i] = {0.0f, 0.0f};
-          window_sum<kSubRows<kTaps, kTokenSplit>, 1>(acc, gt, r0, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + (H - k) * kTileC)[lane]; });
+          auto weight_rev = [&](int k) { return reinterpret_cast<const float2*>(wsm + (H - k) * kTileC)[lane]; };
+          window_sum<kSubRows<kTaps, kTokenSplit>, 1>(acc, gt, r0, K, lane, weight_rev);
+          if (pc.pos + r0 + kSubRows<kTaps, kTokenSplit> - 1 + H >= pc.len) {
+            // Rows within K-1 of the sequence end: no terms past it (the tile's zeros there).
+#pragma unroll
+            for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
+              const std::int64_t left = pc.len - (pc.pos + r0 + i);  // positions from this row to the end
+              if (left < K && left > 0) acc[i] = masked_sum(float2{0.0f, 0.0f}, gt, r0 + i, 0, static_cast<int>(left), lane, weight_rev);
+            }
+          }
           if (dx != nullptr) {
             T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r0, p.dx_batch_stride, p.dx_seq_stride) + c;
 #pragma unroll
@@ -170,21 +196,35 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
         }
         if constexpr (kTokenSplit) {  // dw[k] += g[j] * x[j + k] over this warp's rows j
           if (r_begin < pc.n) {
-            window_sum<kTaps, 1>(dw, xt, r_begin, min(kGroupRows, pc.n - r_begin), lane, [&](int i) {
-              const float2 gv = lds2<G>(gt, r_begin + i, lane);
-              db.x += gv.x;
-              db.y += gv.y;
-              return gv;
-            });
+            const int r_end = min(pc.n, r_begin + kGroupRows);
+            // Without a state, rows at positions p < K-1 have no taps before position 0: they
+            // are added tap by tap here, the rest through the window.
+            int j0 = r_begin;
+            if (xsrc.state == nullptr && pc.pos + r_begin < H) j0 = static_cast<int>(min64(r_end, H - pc.pos));
+            for (int j = r_begin; j < j0; ++j) add_masked_row(j, 0, 1);
+            if (j0 < r_end) {
+              window_sum<kTaps, 1>(dw, xt, j0, r_end - j0, lane, [&](int i) {
+                const float2 gv = lds2<G>(gt, j0 + i, lane);
+                db.x += gv.x;
+                db.y += gv.y;
+                return gv;
+              });
+            }
           }
         } else {  // dweight taps warp + 4t: rows j = a + 4m of the piece, x rows j + tap
           for (int a = 0; a < kWarps && a < pc.n; ++a) {
-            window_sum<kTaps, kWarps>(dw, xt, a + warp, (pc.n - a + kWarps - 1) / kWarps, lane, [&](int m) {
-              const float2 gv = lds2<G>(gt, a + kWarps * m, lane);
-              db.x += gv.x;
-              db.y += gv.y;
-              return gv;
-            });
+            // Rows j = a + 4m at positions < K-1 without a state: tap by tap (see above).
+            int j0 = a;
+            if (xsrc.state == nullptr)
+              for (; j0 < pc.n && pc.pos + j0 < H; j0 += kWarps) add_masked_row(j0, warp, kWarps);
+            if (j0 < pc.n) {
+              window_sum<kTaps, kWarps>(dw, xt, j0 + warp, (pc.n - j0 + kWarps - 1) / kWarps, lane, [&](int m) {
+                const float2 gv = lds2<G>(gt, j0 + kWarps * m, lane);
+                db.x += gv.x;
+                db.y += gv.y;
+                return gv;
+              });
+            }
           }
         }
       };
@@ -194,7 +234,16 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
           float2 z[kGroupRows];
 #pragma unroll
           for (int i = 0; i < kGroupRows; ++i) z[i] = bias;
-          window_sum<kGroupRows, 1>(z, xt, r_begin, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; });
+          auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
+          window_sum<kGroupRows, 1>(z, xt, r_begin, K, lane, weight);
+          if (xsrc.state == nullptr && pc.pos + r_begin < H) {
+            // Without a state, z at position p < K-1 has no terms before position 0.
+#pragma unroll
+            for (int i = 0; i < kGroupRows; ++i) {
+              const std::int64_t pos = pc.pos + r_begin + i;
+              if (pos < H) z[i] = masked_sum(bias, xt, r_begin + i, static_cast<int>(H - pos), K, lane, weight);
+            }
+          }
 #pragma unroll
           for (int i = 0; i < kGroupRows; ++i) {
             const int r = r_begin + i;

@@ -81,7 +81,16 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
 #pragma unroll
         for (int i = 0; i < kGroupRows; ++i) acc[i] = bias;
         // Output row j (tile row j + H) reads tile rows j .. j + K - 1.
-        window_sum<kGroupRows, 1>(acc, rows, r_begin, K, lane, [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; });
+        auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
+        window_sum<kGroupRows, 1>(acc, rows, r_begin, K, lane, weight);
+        if (src.state == nullptr && pc.pos + r_begin < H) {
+          // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros).
+#pragma unroll
+          for (int i = 0; i < kGroupRows; ++i) {
+            const std::int64_t pos = pc.pos + r_begin + i;
+            if (pos < H) acc[i] = masked_sum(bias, rows, r_begin + i, static_cast<int>(H - pos), K, lane, weight);
+          }
+        }
         T* yp = y + q.offset(pc.s, pc.first, pc.pos + r_begin, p.y_batch_stride, p.y_seq_stride) + c;
 #pragma unroll
         for (int i = 0; i < kGroupRows; ++i) {

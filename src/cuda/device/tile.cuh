@@ -149,15 +149,16 @@ __device__ __forceinline__ void load_rows(T* smem, const RowSource<T>& src, cons
   // Rows before position 0: the state, or zeros.
   for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC) {
     const bool from_state = src.state != nullptr && pos >= -src.state_rows;
-    const T* g = from_state ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
-    cp_async16(dst, g, from_state ? bytes : 0);
+    const bool copy = from_state && bytes > 0;  // (a zero-byte copy still gets an in-bounds address)
+    const T* g = copy ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
+    cp_async16(dst, g, copy ? bytes : 0);
   }
   // Rows inside the sequence, then zeros past its end.
   const std::int64_t stride = src.seq_stride * kRowStep;
   const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
   for (; r < rows; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC, g += stride) {
-    const bool inside = pos < pc.len;
-    cp_async16(dst, inside ? g : src.data, inside ? bytes : 0);
+    const bool copy = pos < pc.len && bytes > 0;
+    cp_async16(dst, copy ? g : src.data, copy ? bytes : 0);
   }
 }
 
@@ -193,6 +194,21 @@ __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int
       }
     }
   }
+}
+
+/// The masked form of window_sum for one output whose outer taps are not in the formula (before
+/// position 0 without an initial state, or past the sequence end): acc + sum_{k0 <= k < k1}
+/// coef(k) * rows[base + k], in the same order as window_sum. The tile holds zeros there, but
+/// multiplying them would turn an infinite coefficient into NaN where the contract has no term.
+template <class T, class Coef>
+__device__ __forceinline__ float2 masked_sum(float2 acc, const T* rows, int base, int k0, int k1, int lane, Coef coef) {
+  for (int k = k0; k < k1; ++k) {
+    const float2 w = coef(k);
+    const float2 v = lds2<T>(rows, base + k, lane);
+    acc.x = fmaf(w.x, v.x, acc.x);
+    acc.y = fmaf(w.y, v.y, acc.y);
+  }
+  return acc;
 }
 
 }  // namespace shortconv::cuda::tile
