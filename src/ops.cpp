@@ -386,6 +386,7 @@ void conv1d_forward(const Conv1dForwardArgs& a, const Stream& stream) {
   p.y = a.y.data();
   p.y_batch_stride = batch_stride(a.y);
   p.y_seq_stride = seq_stride(a.y);
+  p.tensor_cores = a.tensor_cores;
   if (shape.width > 1) {
     p.initial_state = state_ref(a.initial_state);
     p.final_state = mutable_state_ref(a.final_state);

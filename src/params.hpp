@@ -44,6 +44,7 @@ struct ForwardParams {
   DType wdtype = DType::f32;  // weight
   DType bdtype = DType::f32;  // bias
   bool silu = false;
+  bool tensor_cores = true;  // CUDA: the tensor-core forward may run (Conv1dForwardArgs)
 
   const void* x = nullptr;  // [B, T, C]
   std::int64_t x_batch_stride = 0, x_seq_stride = 0;

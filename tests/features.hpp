@@ -217,6 +217,14 @@ inline std::vector<std::byte> bytes_of(const Tensor& t) {
   return out;
 }
 
+/// The values of an owning tensor, decoded to double.
+inline std::vector<double> values_of(const Tensor& t) {
+  const auto bytes = bytes_of(t);
+  std::vector<double> out(static_cast<std::size_t>(t.numel()));
+  for (std::int64_t i = 0; i < t.numel(); ++i) out[static_cast<std::size_t>(i)] = decode(t.dtype(), bytes.data(), i);
+  return out;
+}
+
 /// Rows [t0, t0+n) of a contiguous [B, T, C] tensor as a view.
 inline TensorView rows_of(const Tensor& t, std::int64_t t0, std::int64_t n) { return t.view().narrow(1, t0, n); }
 

@@ -6,8 +6,39 @@
 
 namespace shortconv::test {
 
+/// The forward with tensor cores allowed (the default) against y_exact, the same call without:
+/// within two units in the last place of the dtype (the f32 sums are grouped differently; where no
+/// tensor-core kernel applies they are equal). Chunks whose starts are multiples of 16 tokens give
+/// the tensor-core result bitwise: its sums are grouped by position in the sequence.
+inline void check_tensor_core_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Activation act, const Tensor& y_exact,
+                                      std::int64_t K) {
+  const DType dtype = x.dtype();
+  const std::int64_t B = x.view().shape()[0], T = x.view().shape()[1], C = x.view().shape()[2];
+  const Device device = x.device();
+  Tensor y(dtype, {B, T, C}, device), y_chunk(dtype, {B, T, C}, device);
+  conv1d_forward({.x = x, .weight = w, .bias = bias.view(), .y = y, .activation = act});
+  const auto got = values_of(y), want = values_of(y_exact);
+  const double ulp = dtype == DType::bf16 ? 0x1p-8 : dtype == DType::f16 ? 0x1p-11 : 0x1p-24;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    ASSERT_LE(std::abs(got[i] - want[i]), 2 * ulp * std::abs(want[i]) + 1e-6)
+        << "tensor-core forward, element " << i << " (K " << K << ", " << dtype_name(dtype) << ")";
+  Tensor s0(dtype, {B, K - 1, C}, device), s1(dtype, {B, K - 1, C}, device);
+  std::int64_t t0 = 0;
+  for (std::int64_t n : {std::int64_t{16}, std::int64_t{32}, std::int64_t{-1}}) {
+    if (n < 0) n = T - t0;
+    Conv1dForwardArgs a{.x = rows_of(x, t0, n), .weight = w, .bias = bias.view(), .y = rows_of(y_chunk, t0, n), .activation = act};
+    if (t0 > 0) a.initial_state = s0.view();
+    a.final_state = s1.view();
+    conv1d_forward(a);
+    std::swap(s0, s1);
+    t0 += n;
+  }
+  EXPECT_EQ(bytes_of(y), bytes_of(y_chunk)) << "chunks of 16 and 32 tokens differ from the full tensor-core forward (K " << K << ")";
+}
+
 /// One full forward == chunked forwards handing final_state -> initial_state == token-by-token
-/// decode from an empty state. Bitwise: every output sums the same terms in the same order.
+/// decode from an empty state. Bitwise: every output sums the same terms in the same order (with
+/// tensor_cores = false; the tensor-core forward is checked against it below).
 inline void check_chunked_and_decode_match_full(Device device, DType dtype, std::int64_t K, bool silu) {
   std::mt19937_64 rng(100 + K);
   const std::int64_t B = 2, T = 53, C = 40;
@@ -16,7 +47,7 @@ inline void check_chunked_and_decode_match_full(Device device, DType dtype, std:
   auto [bias, bv] = random_tensor(dtype, {C}, device, rng);
   const Activation act = silu ? Activation::silu : Activation::none;
   Tensor y_full(dtype, {B, T, C}, device), y_chunk(dtype, {B, T, C}, device), y_dec(dtype, {B, T, C}, device);
-  conv1d_forward({.x = x, .weight = w, .bias = bias.view(), .y = y_full, .activation = act});
+  conv1d_forward({.x = x, .weight = w, .bias = bias.view(), .y = y_full, .activation = act, .tensor_cores = false});
 
   // Chunks of 1, K-1, 17 and the rest; states ping-pong between two buffers.
   Tensor s0(dtype, {B, K - 1, C}, device), s1(dtype, {B, K - 1, C}, device);
@@ -27,12 +58,14 @@ inline void check_chunked_and_decode_match_full(Device device, DType dtype, std:
     Conv1dForwardArgs a{.x = rows_of(x, t0, n), .weight = w, .bias = bias.view(), .y = rows_of(y_chunk, t0, n), .activation = act};
     if (!first) a.initial_state = s0.view();
     a.final_state = s1.view();
+    a.tensor_cores = false;
     conv1d_forward(a);
     std::swap(s0, s1);
     t0 += n;
     first = false;
   }
   ASSERT_EQ(t0, T);
+  check_tensor_core_forward(x, w, bias, act, y_full, K);
 
   // Decode one token at a time from a zero state.
   Tensor sd(dtype, {B, K - 1, C}, device);

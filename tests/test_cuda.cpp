@@ -115,7 +115,7 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaFeatures, testing::ValuesIn(feature_problems(
 TEST(CudaInvariants, ChunkedAndDecodeMatchFullForward) {
   SKIP_WITHOUT_GPU();
   for (DType d : {DType::f32, DType::bf16, DType::f16})
-    for (std::int64_t K : {2, 4, 5, 9, 20})
+    for (std::int64_t K : {2, 4, 5, 9, 20, 33})  // 33: the tensor-core forward (bf16, f16)
       for (bool silu : {false, true}) check_chunked_and_decode_match_full(Device::cuda(0), d, K, silu);
 }
 

@@ -347,6 +347,7 @@ int run_bench(const BenchOptions& o) {
       }
       if (f.varlen > 0) a.cu_seqlens = cu.view();
       a.variant = variant;
+      a.tensor_cores = f.tensor_cores;
       conv1d_forward(a, stream);
     };
     auto bwd = [&](int s) {

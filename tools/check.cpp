@@ -197,6 +197,7 @@ Tally check_conv(Device device, DType dtype, const CheckOptions& o) {
   Conv1dForwardArgs fa;
   fa.x = x_dev;
   fa.weight = w_dev;
+  fa.tensor_cores = f.tensor_cores;
   if (f.bias) fa.bias = b_dev.view();
   fa.y = y;
   fa.activation = f.silu ? Activation::silu : Activation::none;

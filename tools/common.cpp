@@ -69,6 +69,7 @@ std::string Features::str() const {
   if (bias) add("bias");
   if (state) add("state");
   if (varlen > 0) add("varlen" + std::to_string(varlen));
+  if (!tensor_cores) add("no-tensor-cores");
   return s.empty() ? "none" : s;
 }
 

@@ -41,6 +41,11 @@ struct Conv1dForwardArgs {
   std::optional<TensorView> final_state;    // [N, K-1, C], written: the last K-1 inputs (may be initial_state itself)
   std::optional<TensorView> cu_seqlens;     // [N+1] i32 or i64, on x's device
   Variant variant = Variant::fast;
+  // CUDA, bf16/f16 x with weights of the same dtype, 24 <= K <= 128: the forward may run on tensor
+  // cores (a Toeplitz product per channel, f32 accumulation). Its sums are grouped differently,
+  // so y then matches conv1d_update and chunked calls to rounding instead of bitwise; false keeps
+  // the FMA kernels, whose summation order every entry point shares.
+  bool tensor_cores = true;
 };
 
 struct Conv1dBackwardArgs {

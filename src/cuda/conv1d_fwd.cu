@@ -1,8 +1,10 @@
 // CUDA forward of the depthwise causal conv1d, with the fused bias + SiLU epilogue, initial and
 // final states, and packed variable-length batches.
 //
-// Kernel versions (bench/NOTES.md has each one's prediction and measurement): calls with 16-byte
-// aligned tensors and K <= 128 go to the pipelined shared-memory kernel (v8, conv1d_fwd_tiled.cu);
+// Kernel versions (bench/NOTES.md has each one's prediction and measurement): bf16/f16 calls with
+// 16-byte aligned tensors, weights of x's dtype and 24 <= K <= 128 go to the tensor-core kernel
+// (v9, conv1d_fwd_mma.cu); other calls with 16-byte aligned tensors and K <= 128 go to the
+// pipelined shared-memory kernel (v8, conv1d_fwd_tiled.cu);
 // the register-window kernels below (v1-v7) take the rest: unaligned views, odd strides, wider K.
 // The final state is always written here, after the main kernel.
 //
@@ -215,7 +217,7 @@ void launch(const ForwardParams& p, std::int64_t tokens_per_thread) {
   const bool packed_ok = aligned(p.x, p.x_batch_stride, p.x_seq_stride) && aligned(p.y, p.y_batch_stride, p.y_seq_stride) &&
                          aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  if (rows > 0 && !forward_tiled<T>(p, q, rows)) {
+  if (rows > 0 && !forward_mma<T>(p, q, rows) && !forward_tiled<T>(p, q, rows)) {
     forward_kernel<T, kMaxK, kVec><<<g.grid, dim3(g.block_x, g.block_y), 0, stream>>>(p, g, q, packed_ok);
     SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward kernel launch");
   }

@@ -37,15 +37,17 @@ struct TiledGrid {
 
 /// Runs long enough that every resident block gets about `waves` jobs (one wave when waves is 1:
 /// a block then owns one run, which keeps per-block workspaces to one per resident block).
-inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves) {
+/// Runs are whole pieces of `piece_rows`.
+inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves,
+                                 std::int64_t piece_rows = 64) {
   TiledGrid g;
   g.rows = rows;
   g.ctiles = (channels + 63) / 64;
-  const std::int64_t pieces = (rows + 63) / 64;
+  const std::int64_t pieces = (rows + piece_rows - 1) / piece_rows;
   const std::int64_t want_jobs = std::max<std::int64_t>(1, resident_blocks * waves);
   const std::int64_t runs_wanted = std::max<std::int64_t>(1, want_jobs / g.ctiles);
   const std::int64_t pieces_per_run = std::max<std::int64_t>(1, (pieces + runs_wanted - 1) / runs_wanted);
-  g.run_rows = pieces_per_run * 64;
+  g.run_rows = pieces_per_run * piece_rows;
   g.runs = (rows + g.run_rows - 1) / g.run_rows;
   g.jobs = g.runs * g.ctiles;
   g.grid = static_cast<unsigned>(std::max<std::int64_t>(1, std::min(g.jobs, resident_blocks)));
@@ -81,6 +83,17 @@ std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t smem, int s
 /// fits in shared memory); false leaves the call to the register-window kernels.
 template <class T>
 bool forward_tiled(const detail::ForwardParams& p, const SeqView& q, std::int64_t rows);
+
+/// Narrowest K the tensor-core forward takes (conv1d_fwd_mma.cu). Measured on an H100 (bf16,
+/// B=4 T=4096 C=4096): it takes ~0.18-0.19 ms for any K <= 32 (store-bound, 48-50% of the floor),
+/// the FMA kernel 0.113 ms at K = 4, 0.140 at 16, 0.206 at 32, 0.389 at 64; so below ~24 the FMA
+/// kernel is faster (and agrees bitwise with conv1d_update).
+constexpr std::int64_t kMmaMinK = 24;
+
+/// Launches the tensor-core forward when it applies: 16-bit x with weights of the same dtype,
+/// 16-byte aligned rows, kMmaMinK <= K <= kTiledMaxK and ForwardParams::tensor_cores.
+template <class T>
+bool forward_mma(const detail::ForwardParams& p, const SeqView& q, std::int64_t rows);
 
 /// Widest K the tiled backward takes (dweight taps are register accumulators, K/4 a thread).
 constexpr std::int64_t kTiledBwdMaxK = 64;

@@ -90,9 +90,10 @@ struct PieceWalker {
   SeqView q;
   std::int64_t s, first, len, pos, end;
   int max_rows;
+  int align;  // a power of two: pieces end at positions that are multiples of it (or at max_rows)
 
-  __device__ PieceWalker(const SeqView& view, std::int64_t begin, std::int64_t stop, int rows = kPieceRows)
-      : q(view), end(stop), max_rows(rows) {
+  __device__ PieceWalker(const SeqView& view, std::int64_t begin, std::int64_t stop, int rows = kPieceRows, int align_to = 1)
+      : q(view), end(stop), max_rows(rows), align(align_to) {
     s = q.find(begin);
     first = q.begin(s);
     len = q.begin(s + 1) - first;
@@ -111,7 +112,8 @@ struct PieceWalker {
     p.first = first;
     p.len = len;
     p.pos = pos;
-    p.n = static_cast<int>(min64(max_rows, min64(len - pos, end - (first + pos))));
+    const int cap = max_rows - static_cast<int>(pos & (align - 1));
+    p.n = static_cast<int>(min64(cap, min64(len - pos, end - (first + pos))));
     pos += p.n;
     return p;
   }

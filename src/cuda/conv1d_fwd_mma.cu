@@ -1,0 +1,365 @@
+// Tensor-core CUDA forward for 16-bit x and weights (bf16 or f16, f32 accumulation).
+//
+// Per channel the convolution is a banded Toeplitz product in time. Cut a run of 128 output
+// times into 8 blocks of 16 and the input into 16-row chunks: output block n takes input chunks
+// n, n-1, ..., n-(J-1) (J = 1 + ceil((K-1)/16)), and chunk j's contribution is one mma.sync
+// m16n8k16 whose A operand is a 16x16 Toeplitz slice of the weights
+//     A_j[m][k] = w[K-1 + k - m - 16 j]   (0 outside [0, K-1])
+// and whose B operand holds input time k of block n in column n. So one warp instruction does
+// 16 x 8 outputs x 16 taps of one channel, where the FMA kernels spend 128 x 16 / 32 = 64
+// instructions; at K = 64 that is 5 mma (plus loads) per 128 outputs instead of 256 FMAs.
+//
+// Data movement follows the tiled forward (device/tile.cuh): a block owns 64 channels and a run
+// of tokens in pieces of <= 128 rows inside one sequence; each piece lands in shared memory with
+// Hp = 16 (J-1) halo rows (x, the state or zeros) through a 3-stage cp.async pipeline. The tile's
+// 16-byte chunks are XOR-swizzled by row so that the warp's fragment loads (rows 16 apart, one
+// channel group) hit distinct banks. A thread's B fragment for 8 channels comes from four 16-byte
+// loads (times 2q, 2q+1, 2q+8, 2q+9 of its block, 8 channels each), and its accumulators hold
+// 8 channels of 4 output times, so results leave as whole 16-byte row segments: no transposes.
+//
+// The Toeplitz zeros multiply inputs outside each output's window, so a non-finite input would
+// leak into outputs the formula keeps finite. The kernel therefore checks its operands: a block
+// with a non-finite weight, or a warp whose tile holds a non-finite input, computes those outputs
+// with the plain (masked) sum instead, which follows the contract exactly.
+//
+// Status (H100, bf16, B=4 T=4096 C=4096): 0.18-0.19 ms for K <= 32 whatever K, so the math is
+// not the limit; 48-50% of the copy floor. The y stores are the suspect (each warp store touches
+// 32 rows): the first version, which stored the two 8-channel halves of a sector far apart in
+// time, took 0.26 ms. Staging y through shared memory for whole-row stores is the next step.
+//
+// Summation order differs from the FMA kernels (and from conv1d_update), so results agree with
+// them to rounding, not bitwise; ForwardParams::tensor_cores = false keeps the FMA kernels.
+#include <type_traits>
+
+#include "check.hpp"
+#include "device/common.cuh"
+#include "device/sequences.cuh"
+#include "device/tile.cuh"
+#include "launch.hpp"
+#include "tiled.hpp"
+
+namespace shortconv::cuda {
+namespace {
+
+using detail::ForwardParams;
+using tile::cp_async16;
+using tile::cp_async_commit;
+using tile::cp_async_wait;
+using tile::Piece;
+using tile::PieceWalker;
+using tile::RowSource;
+
+constexpr int kThreads = 128;   // 4 warps, two 8-channel groups each
+constexpr int kChannels = 64;   // channels of a tile
+constexpr int kRows = 128;      // output rows of a piece: 8 blocks of 16
+constexpr int kStages = 3;
+constexpr int kWeightPad = 32;  // w' [i + 32] = w[i]: fragment indices run from -31 to K + 14
+
+/// Rows of 64 16-bit channels are eight 16-byte chunks; chunk c of row r lives at c ^ swizzle(r).
+/// Bits 1-2 and 4 of the row: a quarter warp's fragment rows (2q + {0,1,8,9} in blocks g, g+1)
+/// then land in eight different chunks.
+__device__ __forceinline__ int swizzle(int r) { return ((r >> 1) & 3) | ((r >> 2) & 4); }
+__device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
+
+template <class T>
+struct Mma;
+template <>
+struct Mma<__nv_bfloat16> {
+  __device__ static void run(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  /// NaN in some half when a half of `v` is infinite or NaN (v * 0 + acc).
+  __device__ static unsigned poison(unsigned acc, unsigned v) {
+    unsigned r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
+    return r;
+  }
+};
+template <>
+struct Mma<__half> {
+  __device__ static void run(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static unsigned poison(unsigned acc, unsigned v) {
+    unsigned r;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
+    return r;
+  }
+};
+
+/// True when either 16-bit half of `v` has an all-ones exponent (bf16: 0x7f80, f16: 0x7c00).
+template <class T>
+__device__ __forceinline__ bool nonfinite_pair(unsigned v) {
+  constexpr unsigned kExp = std::is_same_v<T, __half> ? 0x7c00u : 0x7f80u;
+  return ((v & kExp) == kExp) || (((v >> 16) & kExp) == kExp);
+}
+
+struct Layout {
+  int K, H, J, Hp, tile_rows, pairs;  // pairs: 32-bit weight pairs per channel and parity
+};
+
+__host__ __device__ inline Layout make_layout(int K) {
+  Layout l;
+  l.K = K;
+  l.H = K - 1;
+  l.J = 1 + (l.H + 15) / 16;
+  l.Hp = 16 * (l.J - 1);
+  l.tile_rows = l.Hp + kRows;
+  l.pairs = (l.H + kWeightPad + 16 + 1) / 2 + 1;
+  return l;
+}
+__host__ __device__ inline std::size_t stage_bytes(const Layout& l) { return static_cast<std::size_t>(l.tile_rows) * kChannels * 2; }
+__host__ __device__ inline std::size_t weight_bytes(const Layout& l) { return static_cast<std::size_t>(kChannels) * 2 * l.pairs * 4; }
+__host__ __device__ inline std::size_t smem_bytes(const Layout& l) {
+  return stage_bytes(l) * kStages + weight_bytes(l) + kChannels * sizeof(float);
+}
+
+/// Like tile::load_rows for this kernel's swizzled 16-bit tile.
+template <class T>
+__device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0,
+                                           int rows, std::int64_t c0, std::int64_t C) {
+  constexpr int kPerRow = 8, kRowStep = kThreads / kPerRow;
+  const int chunk = static_cast<int>(threadIdx.x) % kPerRow;
+  const std::int64_t c = c0 + chunk * 8;
+  const int bytes = c < C ? static_cast<int>(min64(8, C - c)) * 2 : 0;
+  int r = static_cast<int>(threadIdx.x) / kPerRow;
+  std::int64_t pos = pos0 + r;
+  for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep) {
+    const bool copy = src.state != nullptr && pos >= -src.state_rows && bytes > 0;
+    const T* g = copy ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
+    cp_async16(smem + chunk_offset(r, chunk), g, copy ? bytes : 0);
+  }
+  const std::int64_t stride = src.seq_stride * kRowStep;
+  const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
+  for (; r < rows; r += kRowStep, pos += kRowStep, g += stride) {
+    const bool copy = pos < pc.len && bytes > 0;
+    cp_async16(smem + chunk_offset(r, chunk), copy ? g : src.data, copy ? bytes : 0);
+  }
+}
+
+/// Two floats rounded to T, a in the low half.
+template <class T>
+__device__ __forceinline__ unsigned pack2(float a, float b);
+template <>
+__device__ __forceinline__ unsigned pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+template <>
+__device__ __forceinline__ unsigned pack2<__half>(float a, float b) {
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+
+/// (lo of a, lo of b) for channel ch: the 16-bit halves of word ch/2 of two rows.
+__device__ __forceinline__ unsigned pair_of(const uint4& lo, const uint4& hi, int ch) {
+  const unsigned* l = reinterpret_cast<const unsigned*>(&lo);
+  const unsigned* h = reinterpret_cast<const unsigned*>(&hi);
+  return __byte_perm(l[ch / 2], h[ch / 2], (ch & 1) ? 0x7632 : 0x5410);
+}
+
+template <class T>
+__global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams p, SeqView q, TiledGrid g) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const Layout L = make_layout(static_cast<int>(p.shape.width));
+  T* stage_base = reinterpret_cast<T*>(smem_raw);
+  unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + stage_bytes(L) * kStages);  // [64][2][pairs]
+  float* bsm = reinterpret_cast<float*>(smem_raw + stage_bytes(L) * kStages + weight_bytes(L));
+  const std::int64_t C = p.shape.channels;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int gq = lane / 4, qq = lane % 4;
+  RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
+                   p.initial_state.batch_stride, p.initial_state.seq_stride, L.H};
+  T* y = static_cast<T*>(p.y);
+  const T* w = static_cast<const T*>(p.weight);
+  // Weight pair offsets of this lane's fragments: pair at index i0 - 8, i0, i0 + 8 with
+  // i0 = H - 16 j + 2q - g; all three share i0's parity, which picks the even or odd copy.
+  const int i0 = L.H + 2 * qq - gq + kWeightPad;  // (for j = 0, in w' indices)
+  const int parity = i0 & 1;
+
+  for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
+    const std::int64_t c0 = (job % g.ctiles) * kChannels;
+    const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
+    const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
+    bool bad_weight = false;
+    // Even copy: (w'[2p], w'[2p+1]); odd copy: (w'[2p+1], w'[2p+2]).
+    for (int i = threadIdx.x; i < kChannels * L.pairs; i += kThreads) {
+      const int ch = i / L.pairs, pr = i % L.pairs;
+      const std::int64_t c = c0 + ch;
+      unsigned h[3];
+#pragma unroll
+      for (int e = 0; e < 3; ++e) {
+        const int k = 2 * pr + e - kWeightPad;
+        h[e] = c < C && k >= 0 && k <= L.H ? reinterpret_cast<const unsigned short*>(w)[c * p.w_channel_stride + k * p.w_width_stride] : 0u;
+      }
+      wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
+      wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
+      bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
+    }
+    for (int i = threadIdx.x; i < kChannels; i += kThreads) {
+      const std::int64_t c = c0 + i;
+      bsm[i] = p.bias != nullptr && c < C ? load_any(p.bias, p.bdtype, c * p.bias_stride) : 0.0f;
+    }
+    bad_weight = __syncthreads_or(bad_weight) != 0;
+
+    // Pieces start at positions that are multiples of 16 (a run's first piece computes from the
+    // block start and stores from its own), so every output's sum is grouped by its position in
+    // the sequence alone: equal whatever the run boundaries, the batch layout or cu_seqlens.
+    PieceWalker producer(q, r0, r1, kRows, 16), consumer = producer;
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) {
+      const Piece pc = producer.next();
+      if (pc.n > 0) load_piece<T>(stage_base + st * L.tile_rows * kChannels, src, q, pc, (pc.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
+      cp_async_commit();
+    }
+    for (int it = 0;; ++it) {
+      const Piece pc = consumer.next();
+      if (pc.n == 0) break;
+      const Piece pn = producer.next();
+      if (pn.n > 0)
+        load_piece<T>(stage_base + ((it + kStages - 1) % kStages) * L.tile_rows * kChannels, src, q, pn, (pn.pos & ~15LL) - L.Hp,
+                      L.tile_rows, c0, C);
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();
+      __syncthreads();
+
+      const T* rows = stage_base + (it % kStages) * L.tile_rows * kChannels;
+      const int lead = static_cast<int>(pc.pos & 15);  // output t of the tile is position pc.pos - lead + t
+      const std::int64_t base = pc.pos - lead;
+      // The warp's two 8-channel groups are computed together, so each output row leaves as one
+      // 32-byte sector written by two back-to-back 16-byte stores of the same thread (stores of
+      // half sectors far apart in time measured 2x slower: the L2 merges only what arrives together).
+      float acc[2][8][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int ch = 0; ch < 8; ++ch) acc[h][ch][0] = acc[h][ch][1] = acc[h][ch][2] = acc[h][ch][3] = 0.0f;
+      unsigned poison[2] = {0, 0};
+      for (int j = 0; j < L.J; ++j) {
+        const int rb = L.Hp + 16 * (gq - j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
+        const int wi = (i0 - 16 * j - parity) / 2;     // pair index of i0 in its copy
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int grp = warp * 2 + h;  // channels past C are zeros in the tile and the weights
+          const uint4 v0 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb, grp));
+          const uint4 v1 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb + 1, grp));
+          const uint4 v8 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb + 8, grp));
+          const uint4 v9 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb + 9, grp));
+#pragma unroll
+          for (int ch = 0; ch < 8; ++ch) {
+            const unsigned b0 = pair_of(v0, v1, ch), b1 = pair_of(v8, v9, ch);
+            poison[h] = Mma<T>::poison(Mma<T>::poison(poison[h], b0), b1);
+            const unsigned* wc = wsm + ((grp * 8 + ch) * 2 + parity) * L.pairs + wi;
+            const unsigned a[4] = {wc[0], wc[-4], wc[4], wc[0]};
+            Mma<T>::run(acc[h][ch], a, b0, b1);
+          }
+        }
+      }
+      bool exact[2];
+      int nch[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        exact[h] = bad_weight || __any_sync(0xffffffffu, nonfinite_pair<T>(poison[h]));
+        nch[h] = static_cast<int>(max64(0, min64(8, C - (c0 + (warp * 2 + h) * 8))));
+      }
+      // Accumulator e of channel ch is output time 16 (2q + (e & 1)) + g + 8 (e >> 1).
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
+        if (t < lead || t >= lead + pc.n) continue;
+        T* yrow = y + q.offset(pc.s, pc.first, base + t, p.y_batch_stride, p.y_seq_stride) + c0 + warp * 16;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (exact[h] || nch[h] == 0) continue;
+          unsigned out[4];
+#pragma unroll
+          for (int ch = 0; ch < 8; ch += 2) {
+            const int cb = (warp * 2 + h) * 8 + ch;
+            float a = acc[h][ch][e] + bsm[cb], b = acc[h][ch + 1][e] + bsm[cb + 1];
+            if (p.silu) {
+              a = silu_f(a);
+              b = silu_f(b);
+            }
+            out[ch / 2] = pack2<T>(a, b);
+          }
+          T* yp = yrow + h * 8;
+          if (nch[h] == 8) {
+            st_global(yp, out[0], out[1], out[2], out[3]);
+          } else {
+            auto* yh = reinterpret_cast<unsigned short*>(yp);
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) {
+              if (ch < nch[h]) yh[ch] = static_cast<unsigned short>(out[ch / 2] >> (16 * (ch & 1)));
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (!exact[h] || nch[h] == 0) continue;
+        // The contract's sum, term by term: outputs before position K-1 without a state leave
+        // out the terms before position 0, and nothing multiplies the Toeplitz zeros.
+        const int grp = warp * 2 + h;
+        const std::int64_t cg = c0 + grp * 8;
+        for (int item = lane; item < pc.n * 8; item += 32) {
+          const int t = lead + item / 8, ch = item % 8;
+          if (ch >= nch[h]) continue;
+          const std::int64_t pos = base + t;
+          const int k0 = src.state == nullptr && pos < L.H ? static_cast<int>(L.H - pos) : 0;
+          float a = bsm[grp * 8 + ch];
+          for (int k = k0; k <= L.H; ++k) {
+            const int r = L.Hp + t - L.H + k;
+            const float xv = to_f32(rows[r * kChannels + ((grp ^ swizzle(r)) * 8) + ch]);
+            a = fmaf(to_f32(w[(cg + ch) * p.w_channel_stride + k * p.w_width_stride]), xv, a);
+          }
+          if (p.silu) a = silu_f(a);
+          y[q.offset(pc.s, pc.first, pos, p.y_batch_stride, p.y_seq_stride) + cg + ch] = from_f32<T>(a);
+        }
+      }
+      __syncthreads();  // the stage is refilled next iteration
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the weights are restaged for the next job
+  }
+}
+
+}  // namespace
+
+template <class T>
+bool forward_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
+  if constexpr (sizeof(T) != 2) {
+    return false;
+  } else {
+    const std::int64_t K = p.shape.width;
+    if (!p.tensor_cores || K < kMmaMinK || K > kTiledMaxK || p.wdtype != p.dtype) return false;
+    auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
+      return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s0 % 8 == 0 && s1 % 8 == 0);
+    };
+    if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.y, p.y_batch_stride, p.y_seq_stride) ||
+        !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
+      return false;
+    const Layout L = make_layout(static_cast<int>(K));
+    const std::size_t smem = smem_bytes(L);
+    if (smem > static_cast<std::size_t>(set_max_dynamic_smem<forward_mma_kernel<T>>(p.device_index))) return false;
+    const std::int64_t resident = resident_blocks(forward_mma_kernel<T>, kThreads, smem, sm_count(p.device_index));
+    const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2, kRows);
+    const auto stream = static_cast<cudaStream_t>(p.stream);
+    forward_mma_kernel<T><<<g.grid, kThreads, smem, stream>>>(p, q, g);
+    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tensor-core) kernel launch");
+    return true;
+  }
+}
+
+template bool forward_mma<float>(const ForwardParams&, const SeqView&, std::int64_t);
+template bool forward_mma<__nv_bfloat16>(const ForwardParams&, const SeqView&, std::int64_t);
+template bool forward_mma<__half>(const ForwardParams&, const SeqView&, std::int64_t);
+
+}  // namespace shortconv::cuda
