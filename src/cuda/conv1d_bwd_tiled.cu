@@ -98,18 +98,10 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = (job % g.ctiles) * kTileC, run = job / g.ctiles;
     const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
-    for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
-      const int k = i / kTileC;
-      const std::int64_t c = c0 + i % kTileC;
-      wsm[i] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
-    }
+    stage_weights<kThreads>(wsm, p, K, c0, C);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
-    float2 bias{0.0f, 0.0f};
-    if (p.silu && p.bias != nullptr) {
-      if (nc > 0) bias.x = load_any(p.bias, p.bdtype, c * p.bias_stride);
-      if (nc > 1) bias.y = load_any(p.bias, p.bdtype, (c + 1) * p.bias_stride);
-    }
+    const float2 bias = p.silu ? bias_pair(p, c, nc) : float2{0.0f, 0.0f};
     float2 dw[kTaps], db{0.0f, 0.0f};
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
@@ -236,14 +228,8 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
           for (int i = 0; i < kGroupRows; ++i) z[i] = bias;
           auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
           window_sum<kGroupRows, 1>(z, xt, r_begin, K, lane, weight);
-          if (xsrc.state == nullptr && pc.pos + r_begin < H) {
-            // Without a state, z at position p < K-1 has no terms before position 0.
-#pragma unroll
-            for (int i = 0; i < kGroupRows; ++i) {
-              const std::int64_t pos = pc.pos + r_begin + i;
-              if (pos < H) z[i] = masked_sum(bias, xt, r_begin + i, static_cast<int>(H - pos), K, lane, weight);
-            }
-          }
+          // Without a state, z at position p < K-1 has no terms before position 0.
+          if (xsrc.state == nullptr) mask_sequence_start(z, bias, xt, r_begin, pc.pos + r_begin, K, lane, weight);
 #pragma unroll
           for (int i = 0; i < kGroupRows; ++i) {
             const int r = r_begin + i;
@@ -327,10 +313,7 @@ template <class T>
 bool backward_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
   const std::int64_t K = p.shape.width;
   if (K > kTiledBwdMaxK || rows <= 0) return false;
-  const std::int64_t vec = 16 / static_cast<std::int64_t>(sizeof(T));
-  auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
-    return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s0 % vec == 0 && s1 % vec == 0);
-  };
+  auto aligned = [](const void* ptr, std::int64_t s0, std::int64_t s1) { return rows_aligned16(ptr, s0, s1, sizeof(T)); };
   // dx and d_final_state are written / read a pair of channels at a time: 2-element alignment.
   auto paired = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
     return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % (2 * sizeof(T)) == 0 && s0 % 2 == 0 && s1 % 2 == 0);

@@ -22,10 +22,10 @@
 // with a non-finite weight, or a warp whose tile holds a non-finite input, computes those outputs
 // with the plain (masked) sum instead, which follows the contract exactly.
 //
-// Status (H100, bf16, B=4 T=4096 C=4096): 0.18-0.19 ms for K <= 32 whatever K, so the math is
-// not the limit; 48-50% of the copy floor. The y stores are the suspect (each warp store touches
-// 32 rows): the first version, which stored the two 8-channel halves of a sector far apart in
-// time, took 0.26 ms. Staging y through shared memory for whole-row stores is the next step.
+// Status (H100, bf16, B=4 T=4096 C=4096): 0.137 ms at K <= 17 (J = 2), 0.160-0.167 ms at
+// K = 24-32, 0.195 ms at K = 64 (46% of the copy floor). y stores went 0.26 ms (fragment stores,
+// the two halves of each 32-byte sector far apart in time) -> 0.19 (halves back to back) -> 0.137
+// (staged in the tile, whole rows) at K = 4.
 //
 // Summation order differs from the FMA kernels (and from conv1d_update), so results agree with
 // them to rounding, not bitwise; ForwardParams::tensor_cores = false keeps the FMA kernels.
@@ -61,39 +61,32 @@ constexpr int kWeightPad = 32;  // w' [i + 32] = w[i]: fragment indices run from
 __device__ __forceinline__ int swizzle(int r) { return ((r >> 1) & 3) | ((r >> 2) & 4); }
 __device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
 
+/// d += A B for one m16n8k16 tile of T (bf16 or f16), f32 accumulators.
 template <class T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
-  __device__ static void run(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#define SHORTCONV_MMA(TY)                                                                                                 \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n" \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                    \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+  if constexpr (std::is_same_v<T, __half>) {
+    SHORTCONV_MMA("f16");
+  } else {
+    SHORTCONV_MMA("bf16");
   }
-  /// NaN in some half when a half of `v` is infinite or NaN (v * 0 + acc).
-  __device__ static unsigned poison(unsigned acc, unsigned v) {
-    unsigned r;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
-    return r;
-  }
-};
-template <>
-struct Mma<__half> {
-  __device__ static void run(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  __device__ static unsigned poison(unsigned acc, unsigned v) {
-    unsigned r;
+#undef SHORTCONV_MMA
+}
+
+/// acc + v * 0 on both halves: NaN in a half once a half of some `v` was infinite or NaN.
+template <class T>
+__device__ __forceinline__ unsigned poison(unsigned acc, unsigned v) {
+  unsigned r;
+  if constexpr (std::is_same_v<T, __half>) {
     asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
-    return r;
+  } else {
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
   }
-};
+  return r;
+}
 
 /// True when either 16-bit half of `v` has an all-ones exponent (bf16: 0x7f80, f16: 0x7c00).
 template <class T>
@@ -169,6 +162,7 @@ __device__ __forceinline__ unsigned pair_of(const uint4& lo, const uint4& hi, in
 template <class T>
 __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams p, SeqView q, TiledGrid g) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ bool staged[kChannels / 8];  // this piece's y of channel group i is in the tile
   const Layout L = make_layout(static_cast<int>(p.shape.width));
   T* stage_base = reinterpret_cast<T*>(smem_raw);
   unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + stage_bytes(L) * kStages);  // [64][2][pairs]
@@ -231,18 +225,16 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
       cp_async_wait<kStages - 1>();
       __syncthreads();
 
-      const T* rows = stage_base + (it % kStages) * L.tile_rows * kChannels;
+      T* tile = stage_base + (it % kStages) * L.tile_rows * kChannels;
+      const T* rows = tile;
       const int lead = static_cast<int>(pc.pos & 15);  // output t of the tile is position pc.pos - lead + t
       const std::int64_t base = pc.pos - lead;
-      // The warp's two 8-channel groups are computed together, so each output row leaves as one
-      // 32-byte sector written by two back-to-back 16-byte stores of the same thread (stores of
-      // half sectors far apart in time measured 2x slower: the L2 merges only what arrives together).
       float acc[2][8][4];
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int ch = 0; ch < 8; ++ch) acc[h][ch][0] = acc[h][ch][1] = acc[h][ch][2] = acc[h][ch][3] = 0.0f;
-      unsigned poison[2] = {0, 0};
+      unsigned seen[2] = {0, 0};  // poison() of every B operand
       for (int j = 0; j < L.J; ++j) {
         const int rb = L.Hp + 16 * (gq - j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
         const int wi = (i0 - 16 * j - parity) / 2;     // pair index of i0 in its copy
@@ -256,10 +248,10 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
 #pragma unroll
           for (int ch = 0; ch < 8; ++ch) {
             const unsigned b0 = pair_of(v0, v1, ch), b1 = pair_of(v8, v9, ch);
-            poison[h] = Mma<T>::poison(Mma<T>::poison(poison[h], b0), b1);
+            seen[h] = poison<T>(poison<T>(seen[h], b0), b1);
             const unsigned* wc = wsm + ((grp * 8 + ch) * 2 + parity) * L.pairs + wi;
             const unsigned a[4] = {wc[0], wc[-4], wc[4], wc[0]};
-            Mma<T>::run(acc[h][ch], a, b0, b1);
+            mma16816<T>(acc[h][ch], a, b0, b1);
           }
         }
       }
@@ -267,18 +259,21 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
       int nch[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        exact[h] = bad_weight || __any_sync(0xffffffffu, nonfinite_pair<T>(poison[h]));
+        exact[h] = bad_weight || __any_sync(0xffffffffu, nonfinite_pair<T>(seen[h]));
         nch[h] = static_cast<int>(max64(0, min64(8, C - (c0 + (warp * 2 + h) * 8))));
       }
+      // y goes back into the warp's own chunks of the tile (no other warp reads them), then the
+      // block writes whole rows: a warp's fragment stores would touch 32 rows each (0.26 ms for
+      // K = 4 with half-sector stores, 0.19 ms with whole sectors; H100, B=4 T=4096 C=4096).
       // Accumulator e of channel ch is output time 16 (2q + (e & 1)) + g + 8 (e >> 1).
+      __syncwarp();
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
         if (t < lead || t >= lead + pc.n) continue;
-        T* yrow = y + q.offset(pc.s, pc.first, base + t, p.y_batch_stride, p.y_seq_stride) + c0 + warp * 16;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          if (exact[h] || nch[h] == 0) continue;
+          if (exact[h]) continue;
           unsigned out[4];
 #pragma unroll
           for (int ch = 0; ch < 8; ch += 2) {
@@ -290,17 +285,12 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
             }
             out[ch / 2] = pack2<T>(a, b);
           }
-          T* yp = yrow + h * 8;
-          if (nch[h] == 8) {
-            st_global(yp, out[0], out[1], out[2], out[3]);
-          } else {
-            auto* yh = reinterpret_cast<unsigned short*>(yp);
-#pragma unroll
-            for (int ch = 0; ch < 8; ++ch) {
-              if (ch < nch[h]) yh[ch] = static_cast<unsigned short>(out[ch / 2] >> (16 * (ch & 1)));
-            }
-          }
+          *reinterpret_cast<uint4*>(tile + chunk_offset(L.Hp + t, warp * 2 + h)) = make_uint4(out[0], out[1], out[2], out[3]);
         }
+      }
+      if (lane == 0) {
+        staged[warp * 2] = !exact[0];
+        staged[warp * 2 + 1] = !exact[1];
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -324,6 +314,28 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
           y[q.offset(pc.s, pc.first, pos, p.y_batch_stride, p.y_seq_stride) + cg + ch] = from_f32<T>(a);
         }
       }
+      __syncthreads();  // y of every staged group is in the tile
+      {
+        const int chunk = static_cast<int>(threadIdx.x) % 8;
+        const std::int64_t cg = c0 + chunk * 8;
+        const int n8 = static_cast<int>(max64(0, min64(8, C - cg)));
+        if (staged[chunk] && n8 > 0) {
+          for (int t = lead + static_cast<int>(threadIdx.x) / 8; t < lead + pc.n; t += kThreads / 8) {
+            const uint4 v = *reinterpret_cast<const uint4*>(rows + chunk_offset(L.Hp + t, chunk));
+            T* yp = y + q.offset(pc.s, pc.first, base + t, p.y_batch_stride, p.y_seq_stride) + cg;
+            if (n8 == 8) {
+              st_global(yp, v.x, v.y, v.z, v.w);
+            } else {
+              const unsigned words[4] = {v.x, v.y, v.z, v.w};
+              auto* yh = reinterpret_cast<unsigned short*>(yp);
+#pragma unroll
+              for (int ch = 0; ch < 8; ++ch) {
+                if (ch < n8) yh[ch] = static_cast<unsigned short>(words[ch / 2] >> (16 * (ch & 1)));
+              }
+            }
+          }
+        }
+      }
       __syncthreads();  // the stage is refilled next iteration
     }
     cp_async_wait<0>();
@@ -340,9 +352,7 @@ bool forward_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
   } else {
     const std::int64_t K = p.shape.width;
     if (!p.tensor_cores || K < kMmaMinK || K > kTiledMaxK || p.wdtype != p.dtype) return false;
-    auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
-      return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && s0 % 8 == 0 && s1 % 8 == 0);
-    };
+    auto aligned = [](const void* ptr, std::int64_t s0, std::int64_t s1) { return rows_aligned16(ptr, s0, s1, sizeof(T)); };
     if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.y, p.y_batch_stride, p.y_seq_stride) ||
         !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
       return false;

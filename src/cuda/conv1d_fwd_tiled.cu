@@ -44,18 +44,10 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
     const std::int64_t c0 = (job % g.ctiles) * kTileC;
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
-    for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
-      const int k = i / kTileC;
-      const std::int64_t c = c0 + i % kTileC;
-      wsm[i] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
-    }
+    stage_weights<kThreads>(wsm, p, K, c0, C);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
-    float2 bias{0.0f, 0.0f};
-    if (p.bias != nullptr) {
-      if (nc > 0) bias.x = load_any(p.bias, p.bdtype, c * p.bias_stride);
-      if (nc > 1) bias.y = load_any(p.bias, p.bdtype, (c + 1) * p.bias_stride);
-    }
+    const float2 bias = bias_pair(p, c, nc);
 
     PieceWalker producer(q, r0, r1), consumer = producer;
 #pragma unroll
@@ -83,14 +75,8 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
         // Output row j (tile row j + H) reads tile rows j .. j + K - 1.
         auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
         window_sum<kGroupRows, 1>(acc, rows, r_begin, K, lane, weight);
-        if (src.state == nullptr && pc.pos + r_begin < H) {
-          // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros).
-#pragma unroll
-          for (int i = 0; i < kGroupRows; ++i) {
-            const std::int64_t pos = pc.pos + r_begin + i;
-            if (pos < H) acc[i] = masked_sum(bias, rows, r_begin + i, static_cast<int>(H - pos), K, lane, weight);
-          }
-        }
+        // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros).
+        if (src.state == nullptr) mask_sequence_start(acc, bias, rows, r_begin, pc.pos + r_begin, K, lane, weight);
         T* yp = y + q.offset(pc.s, pc.first, pc.pos + r_begin, p.y_batch_stride, p.y_seq_stride) + c;
 #pragma unroll
         for (int i = 0; i < kGroupRows; ++i) {
@@ -115,11 +101,7 @@ template <class T>
 bool forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
   const std::int64_t K = p.shape.width;
   if (K > kTiledMaxK) return false;
-  const std::uintptr_t align = 16;
-  const std::int64_t vec = 16 / static_cast<std::int64_t>(sizeof(T));
-  auto aligned = [&](const void* ptr, std::int64_t s0, std::int64_t s1) {
-    return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % align == 0 && s0 % vec == 0 && s1 % vec == 0);
-  };
+  auto aligned = [](const void* ptr, std::int64_t s0, std::int64_t s1) { return rows_aligned16(ptr, s0, s1, sizeof(T)); };
   if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.y, p.y_batch_stride, p.y_seq_stride) ||
       !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
     return false;

@@ -37,6 +37,13 @@ struct TiledGrid {
 
 /// Runs long enough that every resident block gets about `waves` jobs (one wave when waves is 1:
 /// a block then owns one run, which keeps per-block workspaces to one per resident block).
+/// Whether 16-byte copies can move the rows of a tensor with `elem`-byte elements: it is absent,
+/// or its base is 16-byte aligned and both strides (in elements) are whole 16-byte multiples.
+inline bool rows_aligned16(const void* ptr, std::int64_t batch_stride, std::int64_t seq_stride, std::size_t elem) {
+  const auto vec = static_cast<std::int64_t>(16 / elem);
+  return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && batch_stride % vec == 0 && seq_stride % vec == 0);
+}
+
 /// Runs are whole pieces of `piece_rows`.
 inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves,
                                  std::int64_t piece_rows = 64) {
@@ -65,8 +72,11 @@ int set_max_dynamic_smem(int device) {
   if (limit[d] == 0) {
     int optin = 0;
     SHORTCONV_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    SHORTCONV_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-    limit[d] = optin;
+    cudaFuncAttributes attr{};  // the kernel's static shared memory counts against the same limit
+    SHORTCONV_CUDA_CHECK(cudaFuncGetAttributes(&attr, kKernel));
+    const int dynamic = optin - static_cast<int>(attr.sharedSizeBytes);
+    SHORTCONV_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic));
+    limit[d] = dynamic;
   }
   return limit[d];
 }
@@ -85,9 +95,9 @@ template <class T>
 bool forward_tiled(const detail::ForwardParams& p, const SeqView& q, std::int64_t rows);
 
 /// Narrowest K the tensor-core forward takes (conv1d_fwd_mma.cu). Measured on an H100 (bf16,
-/// B=4 T=4096 C=4096): it takes ~0.18-0.19 ms for any K <= 32 (store-bound, 48-50% of the floor),
-/// the FMA kernel 0.113 ms at K = 4, 0.140 at 16, 0.206 at 32, 0.389 at 64; so below ~24 the FMA
-/// kernel is faster (and agrees bitwise with conv1d_update).
+/// B=4 T=4096 C=4096), tensor cores vs FMA: K=4 0.137 / 0.113 ms, 16 0.141 / 0.141, 24 0.167 /
+/// 0.178, 32 0.160 / 0.210, 64 0.195 / 0.389; below ~20 the FMA kernel is as fast or faster (and
+/// agrees bitwise with conv1d_update).
 constexpr std::int64_t kMmaMinK = 24;
 
 /// Launches the tensor-core forward when it applies: 16-bit x with weights of the same dtype,

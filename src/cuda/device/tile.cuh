@@ -213,4 +213,41 @@ __device__ __forceinline__ float2 masked_sum(float2 acc, const T* rows, int base
   return acc;
 }
 
+/// For a group of kN output rows (tile rows r_begin.., sequence positions pos0..) of a sequence
+/// without an initial state: recomputes the outputs at positions < K-1 with masked_sum, from
+/// `init`, leaving out their terms before position 0.
+template <int kN, class T, class Coef>
+__device__ __forceinline__ void mask_sequence_start(float2 (&acc)[kN], float2 init, const T* rows, int r_begin, std::int64_t pos0, int K,
+                                                    int lane, Coef coef) {
+  const int H = K - 1;
+  if (pos0 >= H) return;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    const std::int64_t pos = pos0 + i;
+    if (pos < H) acc[i] = masked_sum(init, rows, r_begin + i, static_cast<int>(H - pos), K, lane, coef);
+  }
+}
+
+/// Stages the weights of channels [c0, c0 + kTileC) as f32 [K][kTileC] in shared memory (zeros
+/// past C); P is ForwardParams or BackwardParams. The caller synchronises before reading.
+template <int kThreads, class P>
+__device__ __forceinline__ void stage_weights(float* wsm, const P& p, int K, std::int64_t c0, std::int64_t C) {
+  for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
+    const int k = i / kTileC;
+    const std::int64_t c = c0 + i % kTileC;
+    wsm[i] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
+  }
+}
+
+/// The bias of channels c and c + 1, of which `nc` exist (zeros without a bias).
+template <class P>
+__device__ __forceinline__ float2 bias_pair(const P& p, std::int64_t c, int nc) {
+  float2 b{0.0f, 0.0f};
+  if (p.bias != nullptr) {
+    if (nc > 0) b.x = load_any(p.bias, p.bdtype, c * p.bias_stride);
+    if (nc > 1) b.y = load_any(p.bias, p.bdtype, (c + 1) * p.bias_stride);
+  }
+  return b;
+}
+
 }  // namespace shortconv::cuda::tile
