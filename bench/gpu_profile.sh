@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader | tee "$w
 if [ ! -x build-gpu/tools/shortconv ] || [ -z "${SKIP_BUILD:-}" ]; then
   cmake -S . -B build-gpu -G Ninja -DSHORTCONV_CUDA=ON -DSHORTCONV_BUILD_TESTS=OFF -DSHORTCONV_BUILD_TOOLS=ON \
     -DCMAKE_BUILD_TYPE=Release >"$work/configure.log" 2>&1 || { tail -30 "$work/configure.log"; exit 1; }
-  cmake --build build-gpu -j 16 --target shortconv >"$work/build.log" 2>&1 || { grep -E "error" -A3 "$work/build.log" | head -40; exit 1; }
+  cmake --build build-gpu -j 16 --target shortconv_cli >"$work/build.log" 2>&1 || { grep -E "error" -A3 "$work/build.log" | head -40; exit 1; }
 fi
 cli=build-gpu/tools/shortconv
 
