@@ -71,9 +71,13 @@ std::size_t bwd_smem_bytes(const BwdTiles& t, int K, bool silu) {
 // kTokenSplit: warp w accumulates every tap (kTaps >= K) over its own rows [16w, 16w + 16) of each
 // piece, and the 4 warps' partials are added in a fixed order at the end of the run (K <= 16).
 // Otherwise warp w owns taps w, w + 4, ... (kTaps = K/4 rounded up) over every row.
+template <int kTaps, bool kTokenSplit>
+constexpr int kBwdMaxK = kTokenSplit ? kTaps : kWarps * kTaps;  // the widest K an instantiation takes
+
 template <class T, int kTaps, bool kTokenSplit>
 __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 3)) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int kMaxK = kBwdMaxK<kTaps, kTokenSplit>;
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
   const std::size_t x_bytes = tiled_stage_bytes(sizeof(T), tl.x_rows), dy_bytes = tiled_stage_bytes(sizeof(T), tl.dy_rows);
@@ -161,29 +165,31 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
 #pragma unroll
           for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) acc[i] = {0.0f, 0.0f};
           auto weight_rev = [&](int k) { return reinterpret_cast<const float2*>(wsm + (H - k) * kTileC)[lane]; };
-          window_sum<kSubRows<kTaps, kTokenSplit>, 1>(acc, gt, r0, K, lane, weight_rev);
-          if (pc.pos + r0 + kSubRows<kTaps, kTokenSplit> - 1 + H >= pc.len) {
+          window_sum<kSubRows<kTaps, kTokenSplit>, 1, kMaxK>(acc, gt, r0, K, lane, weight_rev);
+          const std::int64_t last = pc.pos + r0 + kSubRows<kTaps, kTokenSplit> - 1;  // position of the last row
+          if (last + H >= pc.len) {
             // Rows within K-1 of the sequence end: no terms past it (the tile's zeros there).
 #pragma unroll
             for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
               const std::int64_t left = pc.len - (pc.pos + r0 + i);  // positions from this row to the end
               if (left < K && left > 0) acc[i] = masked_sum(float2{0.0f, 0.0f}, gt, r0 + i, 0, static_cast<int>(left), lane, weight_rev);
             }
+            // The last K-1 positions also take d_final_state, row pos - (len - (K-1)).
+            if (dfs != nullptr && nc > 0) {
+#pragma unroll
+              for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
+                const std::int64_t j = pc.pos + r0 + i - (pc.len - H);
+                if (j >= 0 && r0 + i < pc.n) {
+                  const T* f = dfs + pc.s * p.d_final_state.batch_stride + j * p.d_final_state.seq_stride + c;
+                  acc[i].x += to_f32(f[0]);
+                  if (nc > 1) acc[i].y += to_f32(f[1]);
+                }
+              }
+            }
           }
           if (dx != nullptr) {
             T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r0, p.dx_batch_stride, p.dx_seq_stride) + c;
-#pragma unroll
-            for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
-              if (r0 + i >= pc.n) break;
-              float a = acc[i].x, b = acc[i].y;
-              const std::int64_t pos = pc.pos + r0 + i, j = pos - (pc.len - H);  // d_final_state row
-              if (dfs != nullptr && j >= 0 && nc > 0) {
-                const T* f = dfs + pc.s * p.d_final_state.batch_stride + j * p.d_final_state.seq_stride + c;
-                a += to_f32(f[0]);
-                if (nc > 1) b += to_f32(f[1]);
-              }
-              store2<T>(dxp + i * p.dx_seq_stride, nc, a, b);
-            }
+            store_rows<kSubRows<kTaps, kTokenSplit>, T>(dxp, p.dx_seq_stride, acc, pc.n - r0, nc);
           }
         }
         if constexpr (kTokenSplit) {  // dw[k] += g[j] * x[j + k] over this warp's rows j
@@ -195,7 +201,7 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
             if (xsrc.state == nullptr && pc.pos + r_begin < H) j0 = static_cast<int>(min64(r_end, H - pc.pos));
             for (int j = r_begin; j < j0; ++j) add_masked_row(j, 0, 1);
             if (j0 < r_end) {
-              window_sum<kTaps, 1>(dw, xt, j0, r_end - j0, lane, [&](int i) {
+              window_sum<kTaps, 1, kGroupRows>(dw, xt, j0, r_end - j0, lane, [&](int i) {
                 const float2 gv = lds2<G>(gt, j0 + i, lane);
                 db.x += gv.x;
                 db.y += gv.y;
@@ -227,7 +233,7 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
 #pragma unroll
           for (int i = 0; i < kGroupRows; ++i) z[i] = bias;
           auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
-          window_sum<kGroupRows, 1>(z, xt, r_begin, K, lane, weight);
+          window_sum<kGroupRows, 1, kMaxK>(z, xt, r_begin, K, lane, weight);
           // Without a state, z at position p < K-1 has no terms before position 0.
           if (xsrc.state == nullptr) mask_sequence_start(z, bias, xt, r_begin, pc.pos + r_begin, K, lane, weight);
 #pragma unroll

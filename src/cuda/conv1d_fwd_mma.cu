@@ -138,20 +138,6 @@ __device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, con
   }
 }
 
-/// Two floats rounded to T, a in the low half.
-template <class T>
-__device__ __forceinline__ unsigned pack2(float a, float b);
-template <>
-__device__ __forceinline__ unsigned pack2<__nv_bfloat16>(float a, float b) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const unsigned*>(&v);
-}
-template <>
-__device__ __forceinline__ unsigned pack2<__half>(float a, float b) {
-  const __half2 v = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const unsigned*>(&v);
-}
-
 /// (lo of a, lo of b) for channel ch: the 16-bit halves of word ch/2 of two rows.
 __device__ __forceinline__ unsigned pair_of(const uint4& lo, const uint4& hi, int ch) {
   const unsigned* l = reinterpret_cast<const unsigned*>(&lo);

@@ -8,6 +8,8 @@
 // are in flight while this one is computed. A warp computes 16 rows x 64 channels of a piece
 // (lane = 2 channels) with a register window sliding down the tile; weights sit in shared memory
 // as f32 [K][64]. Results go straight from registers to y: a warp writes whole rows of the tile.
+// Kernels are instantiated for K buckets (<= 4, <= 16, wider), so the window runs no steps that
+// K cannot need.
 #include "check.hpp"
 #include "device/common.cuh"
 #include "device/sequences.cuh"
@@ -27,7 +29,9 @@ constexpr int kThreads = 128;  // 4 warps: one row group of a 64-row piece each
 template <class T>
 constexpr int kStages = sizeof(T) == 4 ? 3 : 4;
 
-template <class T>
+// kMaxK: the widest K an instantiation takes (K buckets 4, 16 and kTiledMaxK): the register
+// window then runs just the steps K can need.
+template <class T, int kMaxK>
 __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int K = static_cast<int>(p.shape.width), H = K - 1;
@@ -74,25 +78,31 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
         for (int i = 0; i < kGroupRows; ++i) acc[i] = bias;
         // Output row j (tile row j + H) reads tile rows j .. j + K - 1.
         auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
-        window_sum<kGroupRows, 1>(acc, rows, r_begin, K, lane, weight);
+        window_sum<kGroupRows, 1, kMaxK>(acc, rows, r_begin, K, lane, weight);
         // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros).
         if (src.state == nullptr) mask_sequence_start(acc, bias, rows, r_begin, pc.pos + r_begin, K, lane, weight);
-        T* yp = y + q.offset(pc.s, pc.first, pc.pos + r_begin, p.y_batch_stride, p.y_seq_stride) + c;
+        if (p.silu) {
 #pragma unroll
-        for (int i = 0; i < kGroupRows; ++i) {
-          if (r_begin + i >= pc.n) break;
-          float a = acc[i].x, b = acc[i].y;
-          if (p.silu) {
-            a = silu_f(a);
-            b = silu_f(b);
-          }
-          store2<T>(yp + i * p.y_seq_stride, nc, a, b);
+          for (int i = 0; i < kGroupRows; ++i) acc[i] = {silu_f(acc[i].x), silu_f(acc[i].y)};
         }
+        T* yp = y + q.offset(pc.s, pc.first, pc.pos + r_begin, p.y_batch_stride, p.y_seq_stride) + c;
+        store_rows<kGroupRows, T>(yp, p.y_seq_stride, acc, pc.n - r_begin, nc);
       }
       __syncthreads();  // the stage is refilled next iteration
     }
     cp_async_wait<0>();
   }
+}
+
+template <class T, int kMaxK>
+bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows, std::size_t smem) {
+  constexpr auto kernel = forward_tiled_kernel<T, kMaxK>;
+  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
+  const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2);
+  kernel<<<g.grid, kThreads, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
+  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
+  return true;
 }
 
 }  // namespace
@@ -107,13 +117,9 @@ bool forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) 
     return false;
   const int tile_rows = static_cast<int>(tile::kPieceRows + K - 1);
   const std::size_t smem = tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T> + static_cast<std::size_t>(K) * tile::kTileC * sizeof(float);
-  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<forward_tiled_kernel<T>>(p.device_index))) return false;
-  const std::int64_t resident = resident_blocks(forward_tiled_kernel<T>, kThreads, smem, sm_count(p.device_index));
-  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2);
-  const auto stream = static_cast<cudaStream_t>(p.stream);
-  forward_tiled_kernel<T><<<g.grid, kThreads, smem, stream>>>(p, q, g);
-  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
-  return true;
+  if (K <= 4) return launch_forward_tiled<T, 4>(p, q, rows, smem);
+  if (K <= 16) return launch_forward_tiled<T, 16>(p, q, rows, smem);
+  return launch_forward_tiled<T, kTiledMaxK>(p, q, rows, smem);
 }
 
 template bool forward_tiled<float>(const ForwardParams&, const SeqView&, std::int64_t);

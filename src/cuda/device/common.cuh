@@ -109,6 +109,20 @@ __device__ __forceinline__ unsigned pack_word(const Pack<T, kVec>& pk, int j) {
   return w;
 }
 
+/// Two floats rounded to T, a in the low half.
+template <class T>
+__device__ __forceinline__ unsigned pack2(float a, float b);
+template <>
+__device__ __forceinline__ unsigned pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+template <>
+__device__ __forceinline__ unsigned pack2<__half>(float a, float b) {
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+
 /// Stores a Pack as one vector access (see st_global).
 template <class T, int kVec>
 __device__ __forceinline__ void store_pack(T* __restrict__ p, const Pack<T, kVec>& pk) {

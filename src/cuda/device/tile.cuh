@@ -74,6 +74,32 @@ __device__ __forceinline__ void store2(T* p, int n, float a, float b) {
   }
 }
 
+/// Stores a full pair of channels at `p` (2-element aligned) as one 4- or 8-byte access.
+template <class T>
+__device__ __forceinline__ void store_pair(T* p, float a, float b) {
+  if constexpr (sizeof(T) == 4) {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+  } else {
+    *reinterpret_cast<unsigned*>(p) = pack2<T>(a, b);
+  }
+}
+
+/// Stores kN rows of a pair of channels, row i at p + i * stride; `rows` of them and `nc`
+/// channels exist. A whole group of full pairs (every group away from a piece's end and the last
+/// channel) takes one store a row and no checks: per-row checks and 2-byte stores were half of
+/// the bf16 forward's instructions (ncu, H100, B=4 T=4096 C=4096 K=4).
+template <int kN, class T>
+__device__ __forceinline__ void store_rows(T* p, std::int64_t stride, const float2 (&acc)[kN], int rows, int nc) {
+  if (rows >= kN && nc == 2) {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) store_pair<T>(p + i * stride, acc[i].x, acc[i].y);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kN; ++i)
+      if (i < rows) store2<T>(p + i * stride, nc, acc[i].x, acc[i].y);
+  }
+}
+
 // ---- pieces: runs of rows inside one sequence -----------------------------------------------
 
 struct Piece {
@@ -171,8 +197,11 @@ __device__ __forceinline__ void load_rows(T* smem, const RowSource<T>& src, cons
 /// rotating through its slots, so the k loop is unrolled by kN for any count.
 ///  - a convolution over kN output rows: kStride 1, k the tap, coef the weight;
 ///  - dweight taps k0, k0 + 4, ...: kStride 4, i the tap, k the row step, coef the gradient row.
-template <int kN, int kStride, class T, class Coef>
+/// 1 <= count <= kMaxCount. A kMaxCount of at most kN (the kernels' K buckets) leaves one pass of
+/// kMaxCount guarded steps: a K = 4 forward then spends no instructions on steps 5 to 16.
+template <int kN, int kStride, int kMaxCount = (1 << 30), class T, class Coef>
 __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int base, int count, int lane, Coef coef) {
+  __builtin_assume(count >= 1);  // the first step is unguarded: its FMAs can take acc's initial values
   float2 win[kN];  // at step k, slot (i + k) % kN holds row base + kStride * (i + k)
 #pragma unroll
   for (int i = 0; i < kN; ++i) win[i] = lds2<T>(rows, base + kStride * i, lane);
@@ -182,7 +211,7 @@ __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int
   for (int kb = 0; kb < count; kb += kN) {
 #pragma unroll
     for (int kk = 0; kk < kN; ++kk) {
-      if (kb + kk < count) {
+      if (kk < kMaxCount && kb + kk < count) {
         const float2 w = coef(kb + kk);
 #pragma unroll
         for (int i = 0; i < kN; ++i) {
@@ -195,6 +224,7 @@ __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int
         next += kStride * kTileC;
       }
     }
+    if constexpr (kMaxCount <= kN) break;  // count <= kMaxCount: one pass
   }
 }
 
@@ -204,6 +234,10 @@ __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int
 /// multiplying them would turn an infinite coefficient into NaN where the contract has no term.
 template <class T, class Coef>
 __device__ __forceinline__ float2 masked_sum(float2 acc, const T* rows, int base, int k0, int k1, int lane, Coef coef) {
+  // Not unrolled: it runs only for the first (or last) K-1 rows of a sequence, and its unrolled
+  // copies (16 a row group) made up most of a kernel's code, which then missed the instruction
+  // cache (ncu: 26% of the bf16 forward's stalls were "no instruction").
+#pragma unroll 1
   for (int k = k0; k < k1; ++k) {
     const float2 w = coef(k);
     const float2 v = lds2<T>(rows, base + k, lane);
