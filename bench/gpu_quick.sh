@@ -7,7 +7,7 @@ set -uo pipefail
 out=${OUT:-$PWD/gpu_out}
 bash bench/gpu_run.sh build test 2>&1 | tail -5
 cli=build-gpu/tools/shortconv
-for args in "-K 4" "-K 8" "-K 16" "-K 32" "-K 64" "-K 4 --silu --bias" "-B 1 -T 512 -C 1024 -K 4 --bias"; do
+for args in "-K 4" "-K 8" "-K 16" "-K 24" "-K 32" "-K 64" "-K 4 --silu --bias" "-B 1 -T 512 -C 1024 -K 4 --bias"; do
   echo "== bf16 $args"
   # shellcheck disable=SC2086  # args is a word list
   $cli bench --dtype bf16 $args 2>&1 | grep -E "^(forward|backward|decode) +fast"

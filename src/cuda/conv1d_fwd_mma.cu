@@ -11,7 +11,9 @@
 //
 // Data movement follows the tiled forward (device/tile.cuh): a block owns 64 channels and a run
 // of tokens in pieces of <= 128 rows inside one sequence; each piece lands in shared memory with
-// Hp = 16 (J-1) halo rows (x, the state or zeros) through a 3-stage cp.async pipeline. The tile's
+// Hp = 16 (J-1) halo rows (x, the state or zeros) through a cp.async pipeline of 3 stages, or 2
+// where 3 would cost a block an SM: the kernel's 168 registers allow 3 blocks, and at K = 32
+// three stages fit only 2 (8 warps an SM, 0.5 eligible warps a scheduler: ncu, H100). The tile's
 // 16-byte chunks are XOR-swizzled by row so that the warp's fragment loads (rows 16 apart, one
 // channel group) hit distinct banks. A thread's B fragment for 8 channels comes from four 16-byte
 // loads (times 2q, 2q+1, 2q+8, 2q+9 of its block, 8 channels each), and its accumulators hold
@@ -52,7 +54,6 @@ using tile::RowSource;
 constexpr int kThreads = 128;   // 4 warps, two 8-channel groups each
 constexpr int kChannels = 64;   // channels of a tile
 constexpr int kRows = 128;      // output rows of a piece: 8 blocks of 16
-constexpr int kStages = 3;
 constexpr int kWeightPad = 32;  // w' [i + 32] = w[i]: fragment indices run from -31 to K + 14
 
 /// Rows of 64 16-bit channels are eight 16-byte chunks; chunk c of row r lives at c ^ swizzle(r).
@@ -111,8 +112,8 @@ __host__ __device__ inline Layout make_layout(int K) {
 }
 __host__ __device__ inline std::size_t stage_bytes(const Layout& l) { return static_cast<std::size_t>(l.tile_rows) * kChannels * 2; }
 __host__ __device__ inline std::size_t weight_bytes(const Layout& l) { return static_cast<std::size_t>(kChannels) * 2 * l.pairs * 4; }
-__host__ __device__ inline std::size_t smem_bytes(const Layout& l) {
-  return stage_bytes(l) * kStages + weight_bytes(l) + kChannels * sizeof(float);
+__host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
+  return stage_bytes(l) * stages + weight_bytes(l) + kChannels * sizeof(float);
 }
 
 /// Like tile::load_rows for this kernel's swizzled 16-bit tile.
@@ -145,7 +146,7 @@ __device__ __forceinline__ unsigned pair_of(const uint4& lo, const uint4& hi, in
   return __byte_perm(l[ch / 2], h[ch / 2], (ch & 1) ? 0x7632 : 0x5410);
 }
 
-template <class T>
+template <class T, int kStages>
 __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams p, SeqView q, TiledGrid g) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ bool staged[kChannels / 8];  // this piece's y of channel group i is in the tile
@@ -170,19 +171,25 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
     bool bad_weight = false;
-    // Even copy: (w'[2p], w'[2p+1]); odd copy: (w'[2p+1], w'[2p+2]).
-    for (int i = threadIdx.x; i < kChannels * L.pairs; i += kThreads) {
-      const int ch = i / L.pairs, pr = i % L.pairs;
+    // Even copy: (w'[2p], w'[2p+1]); odd copy: (w'[2p+1], w'[2p+2]). Two threads a channel, so
+    // a thread computes its channel's address once (the per-element 64-bit index math of one
+    // thread per (channel, pair) was 9% of the kernel's instructions at K = 32).
+    static_assert(kThreads == 2 * kChannels, "two threads stage a channel");
+    {
+      const int ch = static_cast<int>(threadIdx.x) / 2;
       const std::int64_t c = c0 + ch;
-      unsigned h[3];
+      const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
+      for (int pr = static_cast<int>(threadIdx.x) % 2; pr < L.pairs; pr += 2) {
+        unsigned h[3];
 #pragma unroll
-      for (int e = 0; e < 3; ++e) {
-        const int k = 2 * pr + e - kWeightPad;
-        h[e] = c < C && k >= 0 && k <= L.H ? reinterpret_cast<const unsigned short*>(w)[c * p.w_channel_stride + k * p.w_width_stride] : 0u;
+        for (int e = 0; e < 3; ++e) {
+          const int k = 2 * pr + e - kWeightPad;
+          h[e] = c < C && k >= 0 && k <= L.H ? wc[k * p.w_width_stride] : 0u;
+        }
+        wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
+        wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
+        bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
       }
-      wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
-      wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
-      bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
     }
     for (int i = threadIdx.x; i < kChannels; i += kThreads) {
       const std::int64_t c = c0 + i;
@@ -215,11 +222,11 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
       const T* rows = tile;
       const int lead = static_cast<int>(pc.pos & 15);  // output t of the tile is position pc.pos - lead + t
       const std::int64_t base = pc.pos - lead;
-      float acc[2][8][4];
+      float acc[2][8][4];  // from the bias: the mma adds the terms onto it
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int ch = 0; ch < 8; ++ch) acc[h][ch][0] = acc[h][ch][1] = acc[h][ch][2] = acc[h][ch][3] = 0.0f;
+        for (int ch = 0; ch < 8; ++ch) acc[h][ch][0] = acc[h][ch][1] = acc[h][ch][2] = acc[h][ch][3] = bsm[(warp * 2 + h) * 8 + ch];
       unsigned seen[2] = {0, 0};  // poison() of every B operand
       for (int j = 0; j < L.J; ++j) {
         const int rb = L.Hp + 16 * (gq - j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
@@ -263,8 +270,7 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
           unsigned out[4];
 #pragma unroll
           for (int ch = 0; ch < 8; ch += 2) {
-            const int cb = (warp * 2 + h) * 8 + ch;
-            float a = acc[h][ch][e] + bsm[cb], b = acc[h][ch + 1][e] + bsm[cb + 1];
+            float a = acc[h][ch][e], b = acc[h][ch + 1][e];
             if (p.silu) {
               a = silu_f(a);
               b = silu_f(b);
@@ -306,11 +312,15 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
         const std::int64_t cg = c0 + chunk * 8;
         const int n8 = static_cast<int>(max64(0, min64(8, C - cg)));
         if (staged[chunk] && n8 > 0) {
-          for (int t = lead + static_cast<int>(threadIdx.x) / 8; t < lead + pc.n; t += kThreads / 8) {
+          // Rows of a piece are consecutive positions of one sequence: one pointer steps down them
+          // (an offset computed per row was 14% of the kernel's instructions at K = 32).
+          const int t0 = lead + static_cast<int>(threadIdx.x) / 8;
+          T* yp = y + q.offset(pc.s, pc.first, base + t0, p.y_batch_stride, p.y_seq_stride) + cg;
+          const std::int64_t step = p.y_seq_stride * (kThreads / 8);
+          for (int t = t0; t < lead + pc.n; t += kThreads / 8, yp += step) {
             const uint4 v = *reinterpret_cast<const uint4*>(rows + chunk_offset(L.Hp + t, chunk));
-            T* yp = y + q.offset(pc.s, pc.first, base + t, p.y_batch_stride, p.y_seq_stride) + cg;
             if (n8 == 8) {
-              st_global(yp, v.x, v.y, v.z, v.w);
+              *reinterpret_cast<uint4*>(yp) = v;
             } else {
               const unsigned words[4] = {v.x, v.y, v.z, v.w};
               auto* yh = reinterpret_cast<unsigned short*>(yp);
@@ -329,6 +339,24 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
   }
 }
 
+/// Blocks of the kStages kernel an SM holds for layout L (0: its shared memory does not fit).
+template <class T, int kStages>
+std::int64_t blocks_per_sm(const Layout& L, int device) {
+  constexpr auto kernel = forward_mma_kernel<T, kStages>;
+  const std::size_t smem = smem_bytes(L, kStages);
+  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(device))) return 0;
+  return resident_blocks(kernel, kThreads, smem, 1);
+}
+
+template <class T, int kStages>
+void launch_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows, const Layout& L) {
+  constexpr auto kernel = forward_mma_kernel<T, kStages>;
+  const std::size_t smem = smem_bytes(L, kStages);
+  const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2, kRows);
+  kernel<<<g.grid, kThreads, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
+}
+
 }  // namespace
 
 template <class T>
@@ -343,12 +371,14 @@ bool forward_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
         !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
       return false;
     const Layout L = make_layout(static_cast<int>(K));
-    const std::size_t smem = smem_bytes(L);
-    if (smem > static_cast<std::size_t>(set_max_dynamic_smem<forward_mma_kernel<T>>(p.device_index))) return false;
-    const std::int64_t resident = resident_blocks(forward_mma_kernel<T>, kThreads, smem, sm_count(p.device_index));
-    const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2, kRows);
-    const auto stream = static_cast<cudaStream_t>(p.stream);
-    forward_mma_kernel<T><<<g.grid, kThreads, smem, stream>>>(p, q, g);
+    // Two stages where they keep more blocks an SM than three do.
+    const std::int64_t blocks3 = blocks_per_sm<T, 3>(L, p.device_index), blocks2 = blocks_per_sm<T, 2>(L, p.device_index);
+    if (blocks3 == 0 && blocks2 == 0) return false;
+    if (blocks2 > blocks3) {
+      launch_mma<T, 2>(p, q, rows, L);
+    } else {
+      launch_mma<T, 3>(p, q, rows, L);
+    }
     SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tensor-core) kernel launch");
     return true;
   }
