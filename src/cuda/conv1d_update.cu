@@ -71,15 +71,18 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
     const std::int64_t slot = active ? slot_of(p, b) : -1;
     const bool valid = active && slot >= 0 && slot < p.num_slots;
     T* st = state + (valid ? slot : 0) * p.state.batch_stride + c0;
-    float win[kMaxK][kVec];  // win[j] = xe[t + j - (kMaxK - K)]
+    // win[j] = xe[t + j - (kMaxK - K)], kept as T and converted where used: for 16-bit types that
+    // halves the window's registers, and the decode step is bound by blocks an SM (registers)
+    // waiting on loads, not by arithmetic.
+    Pack<T, kVec> win[kMaxK];
 #pragma unroll
     for (int j = 0; j < kMaxK; ++j)
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) win[j][i] = 0.0f;
+      for (int i = 0; i < kVec; ++i) win[j].v[i] = from_f32<T>(0.0f);
     if (valid) {
 #pragma unroll
       for (int j = 0; j < kMaxK - 1; ++j)
-        if (j >= kMaxK - K) load_vec<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
+        if (j >= kMaxK - K) load_raw<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
     }
     T* yb = y + b * p.y_batch_stride + c0;
     if (!valid) {
@@ -92,7 +95,7 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
     }
     const T* xb = x + b * p.x_batch_stride + c0;
     for (std::int64_t t = 0; t < Tn; ++t) {
-      load_vec<T, kVec>(xb + t * p.x_seq_stride, packed, n, win[kMaxK - 1]);
+      load_raw<T, kVec>(xb + t * p.x_seq_stride, packed, n, win[kMaxK - 1]);
       float acc[kVec];
 #pragma unroll
       for (int i = 0; i < kVec; ++i) acc[i] = bsm[lc * kVec + i];
@@ -100,7 +103,7 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
       for (int j = 0; j < kMaxK; ++j)
         if (j >= kMaxK - K) {
 #pragma unroll
-          for (int i = 0; i < kVec; ++i) acc[i] = fmaf(wsm[j][lc * kVec + i], win[j][i], acc[i]);
+          for (int i = 0; i < kVec; ++i) acc[i] = fmaf(wsm[j][lc * kVec + i], to_f32(win[j].v[i]), acc[i]);
         }
       if (p.silu) {
 #pragma unroll
@@ -108,14 +111,21 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
       }
       store_vec<T, kVec>(yb + t * p.y_seq_stride, packed, n, acc);
 #pragma unroll
-      for (int j = 0; j < kMaxK - 1; ++j)
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) win[j][i] = win[j + 1][i];
+      for (int j = 0; j < kMaxK - 1; ++j) win[j] = win[j + 1];
     }
     // After the last shift win[j] = xe[Tn + j - (kMaxK - K)] for j < kMaxK - 1: the new state.
 #pragma unroll
-    for (int j = 0; j < kMaxK - 1; ++j)
-      if (j >= kMaxK - K) store_vec<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
+    for (int j = 0; j < kMaxK - 1; ++j) {
+      if (j < kMaxK - K) continue;
+      T* sp = st + (j - (kMaxK - K)) * p.state.seq_stride;
+      if (packed) {
+        store_pack<T, kVec>(sp, win[j]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i)
+          if (i < n) sp[i] = win[j].v[i];
+      }
+    }
   }
 }
 
