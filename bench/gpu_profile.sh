@@ -34,6 +34,7 @@ smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_
 smsp__warps_eligible.avg.per_cycle_active,launch__registers_per_thread,launch__occupancy_limit_registers,\
 launch__occupancy_limit_shared_mem,smsp__inst_executed.sum"
 for c in $cases; do
+  [[ -v "kernel[$c]" ]] || { echo "== $c: unknown case (known: ${!kernel[*]})"; continue; }
   echo "== $c: ${kernel[$c]}  shortconv bench --dtype bf16 ${args[$c]}"
   # -s skips the warm-up launches; one profiled launch of the fast kernel.
   # shellcheck disable=SC2086  # args is a word list
@@ -46,4 +47,5 @@ for c in $cases; do
   grep -E "Stall|stall" "$work/$c.details.txt" | head -6
 done
 tar -C "$work" -czf "$out/profile.tar.gz" --exclude='*.ncu-rep' .
+rm -rf "$work"
 ls -la "$out"

@@ -6,6 +6,9 @@
 set -uo pipefail
 out=${OUT:-$PWD/gpu_out}
 bash bench/gpu_run.sh build test 2>&1 | tail -5
+status=${PIPESTATUS[0]}
+# A failed build would leave the previous binary in build-gpu: time nothing then.
+[ "$status" -ne 0 ] && { echo "gpu_quick: build or CUDA tests failed (exit $status): no timings"; exit "$status"; }
 cli=build-gpu/tools/shortconv
 for args in "-K 4" "-K 8" "-K 16" "-K 24" "-K 32" "-K 64" "-K 4 --silu --bias" "-B 1 -T 512 -C 1024 -K 4 --bias"; do
   echo "== bf16 $args"
@@ -20,4 +23,3 @@ cases=${PROFILE_CASES:-fwd_k4 bwd_k4}
 # shellcheck disable=SC2086
 [ "$cases" != none ] && SKIP_BUILD=1 bash bench/gpu_profile.sh $cases 2>&1 | grep -v "^    INF\|^          "
 rm -f "$out/configure.log"
-exit 0

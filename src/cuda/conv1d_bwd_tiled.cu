@@ -175,7 +175,7 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
               if (left < K && left > 0) acc[i] = masked_sum(float2{0.0f, 0.0f}, gt, r0 + i, 0, static_cast<int>(left), lane, weight_rev);
             }
             // The last K-1 positions also take d_final_state, row pos - (len - (K-1)).
-            if (dfs != nullptr && nc > 0) {
+            if (dx != nullptr && dfs != nullptr && nc > 0) {
 #pragma unroll
               for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
                 const std::int64_t j = pc.pos + r0 + i - (pc.len - H);

@@ -31,6 +31,8 @@
 //
 // Summation order differs from the FMA kernels (and from conv1d_update), so results agree with
 // them to rounding, not bitwise; ForwardParams::tensor_cores = false keeps the FMA kernels.
+#include <array>
+#include <mutex>
 #include <type_traits>
 
 #include "check.hpp"
@@ -348,6 +350,26 @@ std::int64_t blocks_per_sm(const Layout& L, int device) {
   return resident_blocks(kernel, kThreads, smem, 1);
 }
 
+/// Pipeline stages for layout L on `device`: 2 where they keep more blocks an SM than 3 do, else
+/// 3; 0 when neither fits. Chosen once per (device, K): the occupancy queries cost host time.
+template <class T>
+int mma_stages(const Layout& L, int device) {
+  static std::array<std::array<signed char, kTiledMaxK + 1>, 64> chosen{};  // 0: not chosen yet
+  static std::mutex mu;
+  const bool cached = device >= 0 && device < static_cast<int>(chosen.size());
+  if (cached) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (chosen[device][L.K] != 0) return chosen[device][L.K] < 0 ? 0 : chosen[device][L.K];
+  }
+  const std::int64_t blocks3 = blocks_per_sm<T, 3>(L, device), blocks2 = blocks_per_sm<T, 2>(L, device);
+  const int stages = blocks3 == 0 && blocks2 == 0 ? 0 : (blocks2 > blocks3 ? 2 : 3);
+  if (cached) {
+    std::lock_guard<std::mutex> lock(mu);
+    chosen[device][L.K] = static_cast<signed char>(stages == 0 ? -1 : stages);
+  }
+  return stages;
+}
+
 template <class T, int kStages>
 void launch_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows, const Layout& L) {
   constexpr auto kernel = forward_mma_kernel<T, kStages>;
@@ -371,10 +393,9 @@ bool forward_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
         !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
       return false;
     const Layout L = make_layout(static_cast<int>(K));
-    // Two stages where they keep more blocks an SM than three do.
-    const std::int64_t blocks3 = blocks_per_sm<T, 3>(L, p.device_index), blocks2 = blocks_per_sm<T, 2>(L, p.device_index);
-    if (blocks3 == 0 && blocks2 == 0) return false;
-    if (blocks2 > blocks3) {
+    const int stages = mma_stages<T>(L, p.device_index);
+    if (stages == 0) return false;
+    if (stages == 2) {
       launch_mma<T, 2>(p, q, rows, L);
     } else {
       launch_mma<T, 3>(p, q, rows, L);

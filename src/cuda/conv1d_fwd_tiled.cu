@@ -4,7 +4,7 @@
 //
 // A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows inside one
 // sequence (device/tile.cuh). Each piece lands in shared memory with its K-1 halo rows (x, the
-// initial state, or zeros) through a 3-stage (f32) or 6-stage (16-bit) cp.async pipeline, so
+// initial state, or zeros) through a 3-stage (f32) or 4- to 6-stage (16-bit) cp.async pipeline, so
 // loads for later pieces are in flight while this one is computed. A warp computes 16 rows x 64
 // channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
 // sit in shared memory as f32 [K][64]. Results go straight from registers to y: a warp writes
@@ -25,20 +25,22 @@ using namespace tile;
 
 constexpr int kThreads = 128;  // 4 warps: one row group of a 64-row piece each
 // Pieces in shared memory: kStages - 1 in flight while one is computed. 16-bit tiles are half the
-// bytes, so they take more stages (6 still leave 4 blocks an SM at K <= 16: H100, bf16 B=4
-// T=4096 C=4096, K=16 121 -> 115 us against 4 stages, K=4 unchanged).
-template <class T>
-constexpr int kStages = sizeof(T) == 4 ? 3 : 6;
+// bytes, so they take more stages: 6 for K <= 16 (3-4 blocks an SM; H100, bf16 B=4 T=4096
+// C=4096: K=16 121 -> 115 us against 4 stages, K=4 and K=8 unchanged), 4 for wider K, whose halo
+// rows would otherwise push the tile past the shared memory of smaller cards.
+template <class T, int kMaxK>
+constexpr int kStages = sizeof(T) == 4 ? 3 : (kMaxK <= 16 ? 6 : 4);
 
 // kMaxK: the widest K an instantiation takes (K buckets 4, 16 and kTiledMaxK): the register
 // window then runs just the steps K can need.
 template <class T, int kMaxK>
 __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int kSt = kStages<T, kMaxK>;
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const int tile_rows = kPieceRows + H;
   T* stage_base = reinterpret_cast<T*>(smem_raw);
-  float* wsm = reinterpret_cast<float*>(smem_raw + tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T>);  // [K][64]
+  float* wsm = reinterpret_cast<float*>(smem_raw + tiled_stage_bytes(sizeof(T), tile_rows) * kSt);  // [K][64]
   const std::int64_t C = p.shape.channels;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
@@ -56,7 +58,7 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
 
     PieceWalker producer(q, r0, r1), consumer = producer;
 #pragma unroll
-    for (int st = 0; st < kStages<T> - 1; ++st) {
+    for (int st = 0; st < kSt - 1; ++st) {
       const Piece pc = producer.next();
       if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C);
       cp_async_commit();
@@ -66,12 +68,12 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
       if (pc.n == 0) break;
       const Piece pn = producer.next();
       if (pn.n > 0)
-        load_rows<T, kThreads>(stage_base + ((it + kStages<T> - 1) % kStages<T>) * tile_rows * kTileC, src, q, pn, pn.pos - H, pn.n + H, c0, C);
+        load_rows<T, kThreads>(stage_base + ((it + kSt - 1) % kSt) * tile_rows * kTileC, src, q, pn, pn.pos - H, pn.n + H, c0, C);
       cp_async_commit();
-      cp_async_wait<kStages<T> - 1>();
+      cp_async_wait<kSt - 1>();
       __syncthreads();  // this piece (and, on the first one, the weights) is in shared memory
 
-      const T* rows = stage_base + (it % kStages<T>) * tile_rows * kTileC;
+      const T* rows = stage_base + (it % kSt) * tile_rows * kTileC;
       const int r_begin = warp * kGroupRows;
       if (r_begin < pc.n) {
         float2 acc[kGroupRows];
@@ -96,8 +98,11 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
 }
 
 template <class T, int kMaxK>
-bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows, std::size_t smem) {
+bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
   constexpr auto kernel = forward_tiled_kernel<T, kMaxK>;
+  const int tile_rows = static_cast<int>(tile::kPieceRows + p.shape.width - 1);
+  const std::size_t smem =
+      tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T, kMaxK> + static_cast<std::size_t>(p.shape.width) * tile::kTileC * sizeof(float);
   if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
   const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
   const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2);
@@ -116,11 +121,9 @@ bool forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) 
   if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.y, p.y_batch_stride, p.y_seq_stride) ||
       !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride))
     return false;
-  const int tile_rows = static_cast<int>(tile::kPieceRows + K - 1);
-  const std::size_t smem = tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T> + static_cast<std::size_t>(K) * tile::kTileC * sizeof(float);
-  if (K <= 4) return launch_forward_tiled<T, 4>(p, q, rows, smem);
-  if (K <= 16) return launch_forward_tiled<T, 16>(p, q, rows, smem);
-  return launch_forward_tiled<T, kTiledMaxK>(p, q, rows, smem);
+  if (K <= 4) return launch_forward_tiled<T, 4>(p, q, rows);
+  if (K <= 16) return launch_forward_tiled<T, 16>(p, q, rows);
+  return launch_forward_tiled<T, kTiledMaxK>(p, q, rows);
 }
 
 template bool forward_tiled<float>(const ForwardParams&, const SeqView&, std::int64_t);
