@@ -35,8 +35,6 @@ struct TiledGrid {
   unsigned grid = 1;
 };
 
-/// Runs long enough that every resident block gets about `waves` jobs (one wave when waves is 1:
-/// a block then owns one run, which keeps per-block workspaces to one per resident block).
 /// Whether 16-byte copies can move the rows of a tensor with `elem`-byte elements: it is absent,
 /// or its base is 16-byte aligned and both strides (in elements) are whole 16-byte multiples.
 inline bool rows_aligned16(const void* ptr, std::int64_t batch_stride, std::int64_t seq_stride, std::size_t elem) {
@@ -44,7 +42,9 @@ inline bool rows_aligned16(const void* ptr, std::int64_t batch_stride, std::int6
   return ptr == nullptr || (reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && batch_stride % vec == 0 && seq_stride % vec == 0);
 }
 
-/// Runs are whole pieces of `piece_rows`.
+/// Runs long enough that every resident block gets about `waves` jobs (one wave when waves is 1:
+/// a block then owns one run, which keeps per-block workspaces to one per resident block). Runs
+/// are whole pieces of `piece_rows`.
 inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves,
                                  std::int64_t piece_rows = 64) {
   TiledGrid g;
