@@ -448,6 +448,7 @@ void conv1d_backward(const Conv1dBackwardArgs& a, const Stream& stream) {
 
   BackwardParams p;
   set_common(p, a, shape);
+  p.tensor_cores = a.tensor_cores;
   p.dy = a.dy.data();
   p.dy_batch_stride = batch_stride(a.dy);
   p.dy_seq_stride = seq_stride(a.dy);

@@ -68,6 +68,7 @@ struct BackwardParams {
   DType wdtype = DType::f32;  // weight, dweight, dbias
   DType bdtype = DType::f32;  // bias
   bool silu = false;
+  bool tensor_cores = true;  // CUDA: the tensor-core backward may run (Conv1dBackwardArgs)
 
   const void* x = nullptr;  // [B, T, C]
   std::int64_t x_batch_stride = 0, x_seq_stride = 0;

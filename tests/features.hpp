@@ -172,6 +172,18 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
         p.strided = n % 2 == 1;
         out.push_back(p);
       }
+      // Batch mode, 16-byte aligned rows, no SiLU, every state: the CUDA tensor-core backward for
+      // 16-bit x and weights with K >= 9; two pieces of 128 rows a sequence.
+      {
+        FeatureProblem p;
+        p.lengths = {150, 150};
+        p.C = 72;
+        p.K = K;
+        p.dtype = dt;
+        p.wdtype = wt;
+        p.init = p.final = p.dfs = p.dinit = p.bias = true;
+        out.push_back(p);
+      }
       // Varlen: lengths 1, K-1, K+1, an empty sequence, a long one; with and without states.
       for (int v = 0; v < 2; ++v) {
         FeatureProblem p;

@@ -125,7 +125,8 @@ inline void check_chunked_gradients_match(Device device, DType dtype, std::int64
 }
 
 /// A varlen call equals separate calls per sequence: forward and dx bitwise, dw and dbias close.
-inline void check_varlen_matches_separate_calls(Device device, DType dtype, std::int64_t K) {
+/// (Without SiLU, 16-bit dtypes and K >= 9 take the CUDA tensor-core backward.)
+inline void check_varlen_matches_separate_calls(Device device, DType dtype, std::int64_t K, bool silu = true) {
   std::mt19937_64 rng(300 + K);
   const std::vector<std::int64_t> lengths{5, 1, 33, 0, 2, 17};
   const std::int64_t C = 16;
@@ -137,9 +138,10 @@ inline void check_varlen_matches_separate_calls(Device device, DType dtype, std:
   auto [w, wv] = random_tensor(dtype, {C, K}, device, rng);
   auto [bias, bv] = random_tensor(dtype, {C}, device, rng);
   Tensor cu_t = index_tensor(cu, DType::i64, device);
+  const Activation act = silu ? Activation::silu : Activation::none;
   Tensor y(dtype, {1, total, C}, device), dx(dtype, {1, total, C}, device), dw(dtype, {C, K}, device), db(dtype, {C}, device);
-  conv1d_forward({.x = x, .weight = w, .bias = bias.view(), .y = y, .activation = Activation::silu, .cu_seqlens = cu_t.view()});
-  conv1d_backward({.x = x, .weight = w, .bias = bias.view(), .dy = dy, .activation = Activation::silu, .cu_seqlens = cu_t.view(),
+  conv1d_forward({.x = x, .weight = w, .bias = bias.view(), .y = y, .activation = act, .cu_seqlens = cu_t.view()});
+  conv1d_backward({.x = x, .weight = w, .bias = bias.view(), .dy = dy, .activation = act, .cu_seqlens = cu_t.view(),
                    .dx = dx.view(), .dweight = dw.view(), .dbias = db.view()});
   Tensor y_sep(dtype, {1, total, C}, device), dx_sep(dtype, {1, total, C}, device);
   std::vector<double> dw_sum(C * K, 0.0), db_sum(C, 0.0);
@@ -147,9 +149,9 @@ inline void check_varlen_matches_separate_calls(Device device, DType dtype, std:
     if (lengths[s] == 0) continue;
     Tensor dws(dtype, {C, K}, device), dbs(dtype, {C}, device);
     conv1d_forward({.x = rows_of(x, cu[s], lengths[s]), .weight = w, .bias = bias.view(), .y = rows_of(y_sep, cu[s], lengths[s]),
-                    .activation = Activation::silu});
+                    .activation = act});
     conv1d_backward({.x = rows_of(x, cu[s], lengths[s]), .weight = w, .bias = bias.view(), .dy = rows_of(dy, cu[s], lengths[s]),
-                     .activation = Activation::silu, .dx = rows_of(dx_sep, cu[s], lengths[s]), .dweight = dws.view(),
+                     .activation = act, .dx = rows_of(dx_sep, cu[s], lengths[s]), .dweight = dws.view(),
                      .dbias = dbs.view()});
     const auto bw = bytes_of(dws), bb = bytes_of(dbs);
     for (std::int64_t i = 0; i < C * K; ++i) dw_sum[i] += decode(dtype, bw.data(), i);
@@ -161,6 +163,54 @@ inline void check_varlen_matches_separate_calls(Device device, DType dtype, std:
   const double tol = dtype == DType::f32 ? 1e-4 : 3e-2;
   for (std::int64_t i = 0; i < C * K; ++i) EXPECT_NEAR(decode(dtype, bw.data(), i), dw_sum[i], tol * (1 + std::fabs(dw_sum[i])));
   for (std::int64_t i = 0; i < C; ++i) EXPECT_NEAR(decode(dtype, bb.data(), i), db_sum[i], tol * (1 + std::fabs(db_sum[i])));
+}
+
+/// The tensor-core backward (the default) against the FMA kernels (tensor_cores = false): packed
+/// sequences of random lengths with initial states and d_final_state, long enough for many runs
+/// per channel tile, so runs start inside sequences at positions that are not multiples of 16.
+/// dx, dweight and dbias within two units in the last place (plus the f32 summation-order
+/// difference of a long sum), d_initial_state bitwise (the same kernel computes it), and every
+/// output bitwise run to run.
+inline void check_tensor_core_backward(Device device, DType dtype, std::int64_t K) {
+  std::mt19937_64 rng(500 + K);
+  std::uniform_int_distribution<std::int64_t> len_dist(1, 2500);
+  std::vector<std::int64_t> cu{0};
+  for (std::int64_t s = 0; s < 23; ++s) cu.push_back(cu.back() + (s == 3 ? 1 : s == 4 ? K - 1 : s == 5 ? 17 : len_dist(rng)));
+  const std::int64_t N = static_cast<std::int64_t>(cu.size()) - 1, total = cu.back(), C = 72;
+  auto [x, xv] = random_tensor(dtype, {1, total, C}, device, rng);
+  auto [dy, dyv] = random_tensor(dtype, {1, total, C}, device, rng);
+  auto [w, wv] = random_tensor(dtype, {C, K}, device, rng);
+  auto [init, iv] = random_tensor(dtype, {N, K - 1, C}, device, rng);
+  auto [dfs, fv] = random_tensor(dtype, {N, K - 1, C}, device, rng);
+  Tensor cu_t = index_tensor(cu, DType::i32, device);
+  struct Grads {
+    Tensor dx, dw, db, dinit;
+  };
+  auto run = [&](bool tensor_cores) {
+    Grads g{Tensor(dtype, {1, total, C}, device), Tensor(dtype, {C, K}, device), Tensor(dtype, {C}, device),
+            Tensor(dtype, {N, K - 1, C}, device)};
+    Conv1dBackwardArgs a{.x = x, .weight = w, .dy = dy, .initial_state = init.view(), .d_final_state = dfs.view(),
+                         .cu_seqlens = cu_t.view(), .dx = g.dx.view(), .dweight = g.dw.view(), .dbias = g.db.view(),
+                         .d_initial_state = g.dinit.view()};
+    a.tensor_cores = tensor_cores;
+    conv1d_backward(a);
+    return g;
+  };
+  const Grads tc = run(true), tc2 = run(true), fma = run(false);
+  const double ulp = dtype == DType::bf16 ? 0x1p-8 : 0x1p-11;
+  auto close = [&](const Tensor& got, const Tensor& want, double atol, const char* name) {
+    const auto a = values_of(got), b = values_of(want);
+    for (std::size_t i = 0; i < a.size(); ++i)
+      ASSERT_LE(std::abs(a[i] - b[i]), 2 * ulp * std::abs(b[i]) + atol)
+          << name << " at " << i << ": tensor cores " << a[i] << ", FMA " << b[i] << " (K " << K << ", " << dtype_name(dtype) << ")";
+  };
+  close(tc.dx, fma.dx, 1e-3, "dx");
+  close(tc.dw, fma.dw, 2e-2, "dweight");
+  close(tc.db, fma.db, 2e-2, "dbias");
+  EXPECT_EQ(bytes_of(tc.dinit), bytes_of(fma.dinit)) << "d_initial_state (K " << K << ")";
+  EXPECT_EQ(bytes_of(tc.dx), bytes_of(tc2.dx)) << "dx run to run (K " << K << ")";
+  EXPECT_EQ(bytes_of(tc.dw), bytes_of(tc2.dw)) << "dweight run to run (K " << K << ")";
+  EXPECT_EQ(bytes_of(tc.db), bytes_of(tc2.db)) << "dbias run to run (K " << K << ")";
 }
 
 /// Repeated runs with every feature on are bitwise identical.

@@ -367,6 +367,7 @@ int run_bench(const BenchOptions& o) {
       a.dweight = dw.view();
       if (f.bias) a.dbias = db.view();
       a.variant = variant;
+      a.tensor_cores = f.tensor_cores;
       conv1d_backward(a, stream);
     };
     auto upd = [&](int s) {

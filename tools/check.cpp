@@ -221,6 +221,7 @@ Tally check_conv(Device device, DType dtype, const CheckOptions& o) {
   ba.dx = dx.view();
   ba.dweight = dw.view();
   if (f.bias) ba.dbias = db.view();
+  ba.tensor_cores = f.tensor_cores;
 
   const Stream stream = default_stream(device);
   conv1d_forward(fa, stream);

@@ -20,7 +20,7 @@ struct Features {
   bool state = false;       // forward: initial_state in, final_state out; backward: d_final_state in, d_initial_state out
   std::int64_t varlen = 0;  // > 0: pack this many sequences of random lengths into x [total, C] with cu_seqlens
   bool decode = false;      // conv1d_update on x [B, T_new, C] with a conv_state of B slots, instead of forward/backward
-  bool tensor_cores = true;  // Conv1dForwardArgs::tensor_cores (--no-tensor-cores: the FMA kernels only)
+  bool tensor_cores = true;  // Conv1d{Forward,Backward}Args::tensor_cores (--no-tensor-cores: the FMA kernels only)
 
   /// What Variant::naive runs: no activation, states, cu_seqlens or decode (a bias is fine).
   bool plain() const { return !silu && !state && varlen == 0 && !decode; }

@@ -537,8 +537,9 @@ void backward_fast(const BackwardParams& p) {
     const SeqView q = seq_view(p.seqs, p.shape);
     float* partials = nullptr;
     std::int64_t runs = 0;
+    const std::int64_t rows = flat_rows(p.seqs, p.shape);
     if ((p.dx != nullptr || p.dweight != nullptr || p.dbias != nullptr) &&
-        backward_tiled<T>(p, q, flat_rows(p.seqs, p.shape), &partials, &runs)) {
+        (backward_mma<T>(p, q, rows, &partials, &runs) || backward_tiled<T>(p, q, rows, &partials, &runs))) {
       finish_backward<T>(p, q, partials, runs);
       return;
     }

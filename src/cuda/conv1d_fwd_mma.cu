@@ -37,6 +37,7 @@
 
 #include "check.hpp"
 #include "device/common.cuh"
+#include "device/mma.cuh"
 #include "device/sequences.cuh"
 #include "device/tile.cuh"
 #include "launch.hpp"
@@ -46,6 +47,9 @@ namespace shortconv::cuda {
 namespace {
 
 using detail::ForwardParams;
+using mma::mma16816;
+using mma::nonfinite_pair;
+using mma::pair_of;
 using tile::cp_async16;
 using tile::cp_async_commit;
 using tile::cp_async_wait;
@@ -64,21 +68,6 @@ constexpr int kWeightPad = 32;  // w' [i + 32] = w[i]: fragment indices run from
 __device__ __forceinline__ int swizzle(int r) { return ((r >> 1) & 3) | ((r >> 2) & 4); }
 __device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
 
-/// d += A B for one m16n8k16 tile of T (bf16 or f16), f32 accumulators.
-template <class T>
-__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#define SHORTCONV_MMA(TY)                                                                                                 \
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n" \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                    \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
-  if constexpr (std::is_same_v<T, __half>) {
-    SHORTCONV_MMA("f16");
-  } else {
-    SHORTCONV_MMA("bf16");
-  }
-#undef SHORTCONV_MMA
-}
-
 /// acc + v * 0 on both halves: NaN in a half once a half of some `v` was infinite or NaN.
 template <class T>
 __device__ __forceinline__ unsigned poison(unsigned acc, unsigned v) {
@@ -89,13 +78,6 @@ __device__ __forceinline__ unsigned poison(unsigned acc, unsigned v) {
     asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
   }
   return r;
-}
-
-/// True when either 16-bit half of `v` has an all-ones exponent (bf16: 0x7f80, f16: 0x7c00).
-template <class T>
-__device__ __forceinline__ bool nonfinite_pair(unsigned v) {
-  constexpr unsigned kExp = std::is_same_v<T, __half> ? 0x7c00u : 0x7f80u;
-  return ((v & kExp) == kExp) || (((v >> 16) & kExp) == kExp);
 }
 
 struct Layout {
@@ -139,13 +121,6 @@ __device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, con
     const bool copy = pos < pc.len && bytes > 0;
     cp_async16(smem + chunk_offset(r, chunk), copy ? g : src.data, copy ? bytes : 0);
   }
-}
-
-/// (lo of a, lo of b) for channel ch: the 16-bit halves of word ch/2 of two rows.
-__device__ __forceinline__ unsigned pair_of(const uint4& lo, const uint4& hi, int ch) {
-  const unsigned* l = reinterpret_cast<const unsigned*>(&lo);
-  const unsigned* h = reinterpret_cast<const unsigned*>(&hi);
-  return __byte_perm(l[ch / 2], h[ch / 2], (ch & 1) ? 0x7632 : 0x5410);
 }
 
 template <class T, int kStages>

@@ -105,6 +105,17 @@ constexpr std::int64_t kMmaMinK = 24;
 template <class T>
 bool forward_mma(const detail::ForwardParams& p, const SeqView& q, std::int64_t rows);
 
+/// K range of the tensor-core backward (conv1d_bwd_mma.cu): its dweight product costs the same
+/// for any K up to 112 (lags in the 7 free columns of one mma).
+constexpr std::int64_t kMmaBwdMinK = 9;
+constexpr std::int64_t kMmaBwdMaxK = 112;
+
+/// Launches the tensor-core backward when it applies: 16-bit x, dy and weights of one dtype, no
+/// SiLU, 16-byte aligned rows, kMmaBwdMinK <= K <= kMmaBwdMaxK and BackwardParams::tensor_cores.
+/// Partials as backward_tiled (none when neither dweight nor dbias is wanted).
+template <class T>
+bool backward_mma(const detail::BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs);
+
 /// Widest K the tiled backward takes (dweight taps are register accumulators, K/4 a thread).
 constexpr std::int64_t kTiledBwdMaxK = 64;
 

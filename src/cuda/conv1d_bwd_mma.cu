@@ -1,0 +1,451 @@
+// Tensor-core CUDA backward for 16-bit x, dy and weights (bf16 or f16, f32 accumulation).
+//
+// Per channel both gradients are banded products in time, done with mma.sync m16n8k16 (one warp
+// instruction: 16 x 8 outputs x 16 terms of one channel):
+//
+//   dx, the forward's Toeplitz product transposed. dx[i] = sum_m wr[m] dy[i + m] with wr[m] =
+//     w[K-1-m] (m = 0..K-1). Output block n (16 times) takes dy chunks n, n+1, ..., n+J-1
+//     (J = 1 + ceil((K-1)/16)); chunk j's term is A_j B with A_j[r][s] = wr[16 j + s - r] (0
+//     outside [0, K-1]) and B[s][n] = dy at time 16 (n + j) + s. One mma covers 8 blocks = 128 rows.
+//   dweight, a Hankel product. dw[K-1-m] = sum_t dy[t] x[t - m] (lag m). For a block of 16 times
+//     t0.. : D[r][n] += sum_s dy[t0 + s + r] x[t0 + s - 16 n], so D[r][n] collects lag r + 16 n over
+//     the times t0 + r + s. The A operand (dy, Hankel) is masked to the piece's own rows and the
+//     blocks start one block early, so every time of the piece is counted once for every lag.
+//     The 8 columns hold lags 0..127; column 7 takes a B of ones instead, and D[0][7] is dbias
+//     (so K <= 112). One mma a channel per 16 times, whatever K.
+//
+// Data movement follows the tensor-core forward: a block owns 64 channels and a run of tokens in
+// pieces of <= 128 rows inside one sequence, starting at positions that are multiples of 16 (a
+// run's first piece from its block start), so every dx sum is grouped by its position in the
+// sequence alone. Per piece a 2-stage cp.async pipeline brings
+//   dy at [base, base + 128 + 16 (J-1))   (zero past the sequence end and before the piece)
+//   x  at [base - 16 NB, base + 128)      (NB = ceil(K/16) lag columns; the state or zeros before 0)
+// into shared memory, rows of 64 channels in 16-byte chunks XOR-swizzled by (r ^ r >> 4) & 7,
+// which keeps the dx B loads, the dweight A and B loads and the dx staging stores (four row
+// patterns) within 1.2 wavefronts a quarter warp. Warp w owns channel group w (8 channels): its
+// dweight accumulators live in registers for the whole run, its dx leaves through its own chunks
+// of the dy tile (whole 16-byte row segments written by the block afterwards).
+//
+// The Toeplitz zeros and the masked rows multiply inputs outside each output's terms, so a
+// non-finite input could turn an output the formula keeps finite into NaN. Every product of a
+// non-finite operand leaves a non-finite sum, so the kernel checks its outputs instead of its
+// inputs: a warp whose dx outputs of a piece (or whose dweight sums of a run) are not all finite
+// recomputes them term by term, exactly as the contract says; so does every dx of a block with a
+// non-finite weight.
+//
+// dweight / dbias partials go per run to the workspace [runs][K+1][C] (no atomics), reduced in a
+// fixed order by conv1d_bwd.cu, which also computes d_initial_state. SiLU is not fused here (the
+// FMA kernels take it). Summation order differs from the FMA kernels: results agree with them to
+// rounding; BackwardParams::tensor_cores = false keeps the FMA kernels.
+#include <cstdint>
+
+#include "check.hpp"
+#include "device/common.cuh"
+#include "device/mma.cuh"
+#include "device/sequences.cuh"
+#include "device/tile.cuh"
+#include "launch.hpp"
+#include "tiled.hpp"
+
+namespace shortconv::cuda {
+namespace {
+
+using detail::BackwardParams;
+using mma::mma16816;
+using mma::nonfinite;
+using mma::nonfinite_pair;
+using mma::pair_of;
+using tile::cp_async16;
+using tile::cp_async_commit;
+using tile::cp_async_wait;
+using tile::Piece;
+using tile::PieceWalker;
+using tile::RowSource;
+
+constexpr int kWarps = 8;  // warp w: channel group w
+constexpr int kThreads = 32 * kWarps;
+constexpr int kChannels = 64;
+constexpr int kRows = 128;  // rows of a piece: the dx product's 8 blocks of 16
+constexpr int kStages = 2;
+constexpr int kPad = 16;    // reversed weights w''[i + 16] = wr[i]: fragment indices run from -15
+constexpr int kOnes = 7;    // the dweight B column of ones: D[0][kOnes] is dbias
+constexpr int kBlocks = kRows / 16 + 1;  // dweight blocks of a piece (one before it)
+
+__device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ ((r ^ (r >> 4)) & 7)) * 8); }
+
+template <class T>
+__device__ __forceinline__ uint4 lds16(const T* tile, int r, int chunk) {
+  return *reinterpret_cast<const uint4*>(tile + chunk_offset(r, chunk));
+}
+
+struct Layout {
+  int K, H;
+  int J, Hp;      // dx: dy chunks per output block, dy rows past the piece
+  int NB, Hx;     // dweight: lag columns, x rows before the piece
+  int dy_rows, x_rows;
+  int pairs;      // 32-bit reversed-weight pairs per channel and parity
+};
+
+__host__ __device__ inline Layout make_layout(int K) {
+  Layout l;
+  l.K = K;
+  l.H = K - 1;
+  l.J = 1 + (l.H + 15) / 16;
+  l.Hp = 16 * (l.J - 1);
+  l.NB = (K + 15) / 16;
+  l.Hx = 16 * l.NB;
+  l.dy_rows = kRows + l.Hp;
+  l.x_rows = kRows + l.Hx;
+  l.pairs = 8 * l.J + 9;
+  return l;
+}
+__host__ __device__ inline std::size_t dy_bytes(const Layout& l) { return static_cast<std::size_t>(l.dy_rows) * kChannels * 2; }
+__host__ __device__ inline std::size_t x_bytes(const Layout& l) { return static_cast<std::size_t>(l.x_rows) * kChannels * 2; }
+__host__ __device__ inline std::size_t weight_bytes(const Layout& l) { return static_cast<std::size_t>(kChannels) * 2 * l.pairs * 4; }
+__host__ __device__ inline std::size_t smem_bytes(const Layout& l) { return (dy_bytes(l) + x_bytes(l)) * kStages + weight_bytes(l); }
+
+/// Copies positions [pos0, pos0 + rows) of sequence pc.s (channels [c0, c0 + 64)) into the
+/// swizzled tile: before position 0 the state or zeros, zeros past the sequence end and before
+/// position `from` (rows that are not the piece's and that nothing reads as data).
+template <class T>
+__device__ __forceinline__ void load_tile(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0, int rows,
+                                          std::int64_t from, std::int64_t c0, std::int64_t C) {
+  constexpr int kPerRow = 8, kRowStep = kThreads / kPerRow;
+  const int chunk = static_cast<int>(threadIdx.x) % kPerRow;
+  const std::int64_t c = c0 + chunk * 8;
+  const int bytes = c < C ? static_cast<int>(min64(8, C - c)) * 2 : 0;
+  int r = static_cast<int>(threadIdx.x) / kPerRow;
+  std::int64_t pos = pos0 + r;
+  for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep) {
+    const bool copy = src.state != nullptr && pos >= -src.state_rows && bytes > 0;
+    const T* g = copy ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
+    cp_async16(smem + chunk_offset(r, chunk), g, copy ? bytes : 0);
+  }
+  const std::int64_t stride = src.seq_stride * kRowStep;
+  const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
+  for (; r < rows; r += kRowStep, pos += kRowStep, g += stride) {
+    const bool copy = pos < pc.len && pos >= from && bytes > 0;
+    cp_async16(smem + chunk_offset(r, chunk), copy ? g : src.data, copy ? bytes : 0);
+  }
+}
+
+template <class T>
+__global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ bool staged[kWarps];  // this piece's dx of channel group i is in the dy tile
+  const Layout L = make_layout(static_cast<int>(p.shape.width));
+  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L))); };
+  auto x_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L)) + dy_bytes(L)); };
+  unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + (dy_bytes(L) + x_bytes(L)) * kStages);  // [64][2][pairs]
+  const std::int64_t C = p.shape.channels;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int gq = lane / 4, qq = lane % 4;
+  const RowSource<T> xsrc{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
+                          p.initial_state.batch_stride, p.initial_state.seq_stride, L.H};
+  const RowSource<T> dysrc{static_cast<const T*>(p.dy), p.dy_batch_stride, p.dy_seq_stride, nullptr, 0, 0, L.H};
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* dfs = static_cast<const T*>(p.d_final_state.data);
+  const T* w = static_cast<const T*>(p.weight);
+  T* dx = static_cast<T*>(p.dx);
+  // dx fragments: this lane's reversed-weight pairs sit at i - 8, i, i + 8 with i = 2q - g + 16 j
+  // (+ kPad), all of the parity of g, which picks the even or the odd copy.
+  const int parity = gq & 1;
+  const int i0 = 2 * qq - gq + kPad;
+  // dweight B for the columns past the lags: ones in column kOnes (dbias), zeros elsewhere.
+  const unsigned fill = gq == kOnes ? mma::kOnePair<T> : 0u;
+  const uint4 fill4 = make_uint4(fill, fill, fill, fill), zero4 = make_uint4(0, 0, 0, 0);
+
+  for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
+    const std::int64_t c0 = (job % g.ctiles) * kChannels, run = job / g.ctiles;
+    const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
+    const std::int64_t cg = c0 + warp * 8;  // this warp's channels [cg, cg + nch)
+    const int nch = static_cast<int>(max64(0, min64(8, C - cg)));
+    bool bad_weight = false;
+    // Reversed weights, even copy (w''[2p], w''[2p+1]) and odd copy (w''[2p+1], w''[2p+2]); four
+    // threads a channel.
+    {
+      const int ch = static_cast<int>(threadIdx.x) / 4;
+      const std::int64_t c = c0 + ch;
+      const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
+      for (int pr = static_cast<int>(threadIdx.x) % 4; pr < L.pairs; pr += 4) {
+        unsigned h[3];
+#pragma unroll
+        for (int e = 0; e < 3; ++e) {
+          const int m = 2 * pr + e - kPad;  // wr index: tap K-1-m
+          h[e] = c < C && m >= 0 && m <= L.H ? wc[(L.H - m) * p.w_width_stride] : 0u;
+        }
+        wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
+        wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
+        bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
+      }
+    }
+    bad_weight = __syncthreads_or(bad_weight) != 0;
+
+    float dw[8][4];  // this warp's dweight sums: channel ch, lag gq + 8 (e >> 1) + 16 (2 qq + (e & 1))
+#pragma unroll
+    for (int ch = 0; ch < 8; ++ch) dw[ch][0] = dw[ch][1] = dw[ch][2] = dw[ch][3] = 0.0f;
+
+    auto load = [&](int st, const Piece& pc) {
+      const std::int64_t base = pc.pos & ~15LL;
+      load_tile<T>(dy_stage(st), dysrc, q, pc, base, L.dy_rows, pc.pos, c0, C);
+      load_tile<T>(x_stage(st), xsrc, q, pc, base - L.Hx, L.x_rows, INT64_MIN, c0, C);
+    };
+    PieceWalker producer(q, r0, r1, kRows, 16), consumer = producer;
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) {
+      const Piece pc = producer.next();
+      if (pc.n > 0) load(st, pc);
+      cp_async_commit();
+    }
+    for (int it = 0;; ++it) {
+      const Piece pc = consumer.next();
+      if (pc.n == 0) break;
+      const Piece pn = producer.next();
+      if (pn.n > 0) load((it + kStages - 1) % kStages, pn);
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();
+      __syncthreads();
+      T* dyt = dy_stage(it % kStages);
+      const T* xt = x_stage(it % kStages);
+      const int lead = static_cast<int>(pc.pos & 15), end = lead + pc.n;  // the piece's tile rows [lead, end)
+      const std::int64_t base = pc.pos - lead;                            // position of tile row 0 (dy) / Hx (x)
+
+      if (ws != nullptr) {
+        // dweight: blocks t0 = -16, 0, ..., 112; A rows t0 + g + 2q + {0, 1, 8, 9, 16, 17} of dy
+        // (a1 == a2: A is Hankel), B rows Hx + t0 + 2q - 16 g + {0, 1, 8, 9} of x.
+#pragma unroll 1
+        for (int i = 0; i < kBlocks; ++i) {
+          const int t0 = 16 * i - 16;
+          if (t0 + 30 < lead || t0 >= end) continue;
+          const int ra = t0 + gq + 2 * qq;
+          uint4 a[6];
+          constexpr int kOff[6] = {0, 1, 8, 9, 16, 17};
+          if (t0 >= lead && t0 + 30 < end) {
+#pragma unroll
+            for (int k = 0; k < 6; ++k) a[k] = lds16(dyt, ra + kOff[k], warp);
+          } else {  // rows outside the piece are not its times
+#pragma unroll
+            for (int k = 0; k < 6; ++k) {
+              const int r = ra + kOff[k];
+              a[k] = r >= lead && r < end ? lds16(dyt, r, warp) : zero4;
+            }
+          }
+          uint4 b[4] = {fill4, fill4, fill4, fill4};
+          if (gq < L.NB) {
+            const int rb = L.Hx + t0 + 2 * qq - 16 * gq;
+            b[0] = lds16(xt, rb, warp);
+            b[1] = lds16(xt, rb + 1, warp);
+            b[2] = lds16(xt, rb + 8, warp);
+            b[3] = lds16(xt, rb + 9, warp);
+          }
+#pragma unroll
+          for (int ch = 0; ch < 8; ++ch) {
+            const unsigned a8 = pair_of(a[2], a[3], ch);
+            const unsigned af[4] = {pair_of(a[0], a[1], ch), a8, a8, pair_of(a[4], a[5], ch)};
+            mma16816<T>(dw[ch], af, pair_of(b[0], b[1], ch), pair_of(b[2], b[3], ch));
+          }
+        }
+      }
+
+      bool exact = false;
+      if (dx != nullptr) {
+        float acc[8][4];
+#pragma unroll
+        for (int ch = 0; ch < 8; ++ch) acc[ch][0] = acc[ch][1] = acc[ch][2] = acc[ch][3] = 0.0f;
+        for (int j = 0; j < L.J; ++j) {
+          const int rb = 16 * (gq + j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
+          const uint4 v0 = lds16(dyt, rb, warp), v1 = lds16(dyt, rb + 1, warp);
+          const uint4 v8 = lds16(dyt, rb + 8, warp), v9 = lds16(dyt, rb + 9, warp);
+          const int wi = (i0 + 16 * j - parity) / 2;
+#pragma unroll
+          for (int ch = 0; ch < 8; ++ch) {
+            const unsigned* wc = wsm + ((warp * 8 + ch) * 2 + parity) * L.pairs + wi;
+            const unsigned af[4] = {wc[0], wc[-4], wc[4], wc[0]};
+            mma16816<T>(acc[ch], af, pair_of(v0, v1, ch), pair_of(v8, v9, ch));
+          }
+        }
+        // Accumulator e of channel ch is tile row 16 (2q + (e & 1)) + g + 8 (e >> 1).
+        bool bad = false;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
+          if (t >= lead && t < end)
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) bad |= nonfinite(acc[ch][e]);
+        }
+        exact = bad_weight || __any_sync(0xffffffffu, bad);
+        if (!exact) {
+          // The last K-1 positions of the sequence also take d_final_state, row pos - (len - (K-1)).
+          const bool tail = dfs != nullptr && pc.pos + pc.n + L.H > pc.len;
+          __syncwarp();  // every lane is done reading the dy rows it overwrites below
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
+            if (t < lead || t >= end) continue;
+            if (tail) {
+              const std::int64_t jr = base + t - (pc.len - L.H);
+              if (jr >= 0) {
+                const T* f = dfs + pc.s * p.d_final_state.batch_stride + jr * p.d_final_state.seq_stride + cg;
+                if (nch == 8) {
+                  const uint4 v = *reinterpret_cast<const uint4*>(f);
+#pragma unroll
+                  for (int ch = 0; ch < 8; ++ch) {
+                    const unsigned word = (&v.x)[ch / 2];
+                    acc[ch][e] += mma::bits_to_f32<T>(static_cast<unsigned short>(word >> (16 * (ch & 1))));
+                  }
+                } else {
+#pragma unroll
+                  for (int ch = 0; ch < 8; ++ch)
+                    if (ch < nch) acc[ch][e] += to_f32(f[ch]);
+                }
+              }
+            }
+            unsigned out[4];
+#pragma unroll
+            for (int ch = 0; ch < 8; ch += 2) out[ch / 2] = pack2<T>(acc[ch][e], acc[ch + 1][e]);
+            *reinterpret_cast<uint4*>(dyt + chunk_offset(t, warp)) = make_uint4(out[0], out[1], out[2], out[3]);
+          }
+        } else if (nch > 0) {
+          // The contract's sum, term by term: no terms past the sequence end, none multiplies a
+          // Toeplitz zero. dy comes from the tile (its rows past the piece are the next times).
+          for (int item = lane; item < pc.n * 8; item += 32) {
+            const int t = lead + item / 8, ch = item % 8;
+            if (ch >= nch) continue;
+            const std::int64_t pos = base + t;
+            const std::int64_t c = cg + ch;
+            float a = 0.0f;
+            for (int m = 0; m <= L.H && pos + m < pc.len; ++m) {
+              const int r = t + m;
+              a = fmaf(to_f32(w[c * p.w_channel_stride + (L.H - m) * p.w_width_stride]), to_f32(dyt[chunk_offset(r, warp) + ch]), a);
+            }
+            if (dfs != nullptr && pos >= pc.len - L.H)
+              a += to_f32(dfs[pc.s * p.d_final_state.batch_stride + (pos - (pc.len - L.H)) * p.d_final_state.seq_stride + c]);
+            dx[q.offset(pc.s, pc.first, pos, p.dx_batch_stride, p.dx_seq_stride) + c] = from_f32<T>(a);
+          }
+        }
+      }
+      if (lane == 0) staged[warp] = dx != nullptr && !exact;
+      __syncthreads();  // dx of every staged group is in the dy tile
+      if (dx != nullptr) {
+        const int chunk = static_cast<int>(threadIdx.x) % 8;
+        const std::int64_t c = c0 + chunk * 8;
+        const int n8 = static_cast<int>(max64(0, min64(8, C - c)));
+        if (staged[chunk] && n8 > 0) {
+          const int t0 = lead + static_cast<int>(threadIdx.x) / 8;
+          T* dp = dx + q.offset(pc.s, pc.first, base + t0, p.dx_batch_stride, p.dx_seq_stride) + c;
+          const std::int64_t step = p.dx_seq_stride * (kThreads / 8);
+          for (int t = t0; t < end; t += kThreads / 8, dp += step) {
+            const uint4 v = *reinterpret_cast<const uint4*>(dyt + chunk_offset(t, chunk));
+            if (n8 == 8) {
+              *reinterpret_cast<uint4*>(dp) = v;
+            } else {
+              auto* dh = reinterpret_cast<unsigned short*>(dp);
+#pragma unroll
+              for (int ch = 0; ch < 8; ++ch)
+                if (ch < n8) dh[ch] = static_cast<unsigned short>((&v.x)[ch / 2] >> (16 * (ch & 1)));
+            }
+          }
+        }
+      }
+      __syncthreads();  // the stage is refilled next iteration
+    }
+    cp_async_wait<0>();
+
+    if (ws != nullptr && nch > 0) {
+      // Accumulator e of channel ch holds lag m = g + 8 (e >> 1) + 16 (2q + (e & 1)) (tap K-1-m)
+      // in the columns below NB, and dbias at row 0 of column kOnes.
+      float* out = ws + run * (L.K + 1) * C;
+      bool bad = false;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 2 * qq + (e & 1), m = gq + 8 * (e >> 1) + 16 * col;
+        const bool kept = (col < L.NB && m <= L.H) || (col == kOnes && m == 16 * kOnes);
+        if (kept)
+#pragma unroll
+          for (int ch = 0; ch < 8; ++ch) bad |= nonfinite(dw[ch][e]);
+      }
+      if (!__any_sync(0xffffffffu, bad)) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = 2 * qq + (e & 1), m = gq + 8 * (e >> 1) + 16 * col;
+          const std::int64_t k = col < L.NB && m <= L.H ? L.H - m : col == kOnes && m == 16 * kOnes ? L.K : -1;
+          if (k >= 0)
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch)
+              if (ch < nch) out[k * C + cg + ch] = dw[ch][e];
+        }
+      } else {
+        // Term by term over the run, from global memory: only taps with an input (the state, or
+        // nothing before position 0), only the run's own times.
+        for (int item = lane; item < 8 * (L.K + 1); item += 32) {
+          const int ch = item % 8, k = item / 8;
+          if (ch >= nch) continue;
+          const std::int64_t c = cg + ch;
+          float s = 0.0f;
+          PieceWalker walk(q, r0, r1, kRows);
+          for (Piece pc = walk.next(); pc.n > 0; pc = walk.next()) {
+#pragma unroll 1
+            for (int i = 0; i < pc.n; ++i) {
+              const std::int64_t pos = pc.pos + i;
+              const float d = to_f32(dy[q.offset(pc.s, pc.first, pos, p.dy_batch_stride, p.dy_seq_stride) + c]);
+              if (k == L.K) {
+                s += d;
+                continue;
+              }
+              const std::int64_t xp = pos + k - L.H;
+              if (xp >= 0) {
+                s = fmaf(to_f32(xsrc.data[q.offset(pc.s, pc.first, xp, p.x_batch_stride, p.x_seq_stride) + c]), d, s);
+              } else if (xsrc.state != nullptr) {
+                s = fmaf(to_f32(xsrc.state[pc.s * xsrc.state_batch_stride + (L.H + xp) * xsrc.state_seq_stride + c]), d, s);
+              }
+            }
+          }
+          out[k * C + c] = s;
+        }
+      }
+    }
+    __syncthreads();  // the weights are restaged for the next job
+  }
+}
+
+}  // namespace
+
+template <class T>
+bool backward_mma(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
+  if constexpr (sizeof(T) != 2) {
+    return false;
+  } else {
+    const std::int64_t K = p.shape.width;
+    if (!p.tensor_cores || p.silu || K < kMmaBwdMinK || K > kMmaBwdMaxK || p.wdtype != p.dtype || rows <= 0) return false;
+    auto aligned = [](const void* ptr, std::int64_t s0, std::int64_t s1) { return rows_aligned16(ptr, s0, s1, sizeof(T)); };
+    if (!aligned(p.x, p.x_batch_stride, p.x_seq_stride) || !aligned(p.dy, p.dy_batch_stride, p.dy_seq_stride) ||
+        !aligned(p.dx, p.dx_batch_stride, p.dx_seq_stride) ||
+        !aligned(p.initial_state.data, p.initial_state.batch_stride, p.initial_state.seq_stride) ||
+        !aligned(p.d_final_state.data, p.d_final_state.batch_stride, p.d_final_state.seq_stride))
+      return false;
+    const Layout L = make_layout(static_cast<int>(K));
+    constexpr auto kernel = backward_mma_kernel<T>;
+    const std::size_t smem = smem_bytes(L);
+    if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
+    const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
+    const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1, kRows);
+    const auto stream = static_cast<cudaStream_t>(p.stream);
+    const bool want_dw = p.dweight != nullptr || p.dbias != nullptr;
+    *partials = nullptr;
+    if (want_dw) {
+      const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) *
+                                static_cast<std::size_t>(p.shape.channels) * sizeof(float);
+      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));
+    }
+    kernel<<<g.grid, kThreads, smem, stream>>>(p, q, g, *partials);
+    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward (tensor-core) kernel launch");
+    *runs = g.runs;
+    return true;
+  }
+}
+
+template bool backward_mma<float>(const BackwardParams&, const SeqView&, std::int64_t, float**, std::int64_t*);
+template bool backward_mma<__nv_bfloat16>(const BackwardParams&, const SeqView&, std::int64_t, float**, std::int64_t*);
+template bool backward_mma<__half>(const BackwardParams&, const SeqView&, std::int64_t, float**, std::int64_t*);
+
+}  // namespace shortconv::cuda
