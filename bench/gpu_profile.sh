@@ -23,11 +23,14 @@ kernel[fwd_k4]=forward_tiled;       args[fwd_k4]="-K 4"
 kernel[fwd_k16]=forward_tiled;      args[fwd_k16]="-K 16"
 kernel[mma_k32]=forward_mma;        args[mma_k32]="-K 32"
 kernel[bwd_k4]=backward_tiled;      args[bwd_k4]="-K 4"
-kernel[bwd_k16]=backward_tiled;     args[bwd_k16]="-K 16"
-kernel[bwd_k32]=backward_tiled;     args[bwd_k32]="-K 32"
+kernel[bwd_k16]=backward_tiled;     args[bwd_k16]="-K 16 --no-tensor-cores"
+kernel[bwd_k32]=backward_tiled;     args[bwd_k32]="-K 32 --no-tensor-cores"
+kernel[bwdmma_k16]=backward_mma;    args[bwdmma_k16]="-K 16"
+kernel[bwdmma_k32]=backward_mma;    args[bwdmma_k32]="-K 32"
+kernel[bwdmma_k64]=backward_mma;    args[bwdmma_k64]="-K 64"
 kernel[bwd_k4_silu]=backward_tiled; args[bwd_k4_silu]="-K 4 --silu"
 kernel[decode]=update_kernel;       args[decode]="--decode"
-cases=${*:-fwd_k4 fwd_k16 mma_k32 bwd_k4 bwd_k16 bwd_k32 bwd_k4_silu decode}
+cases=${*:-fwd_k4 fwd_k16 mma_k32 bwd_k4 bwd_k16 bwd_k32 bwdmma_k32 bwd_k4_silu decode}
 
 metrics="gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_executed.avg.per_cycle_active,\
 smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active,\

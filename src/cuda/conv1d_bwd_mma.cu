@@ -9,22 +9,21 @@
 //     outside [0, K-1]) and B[s][n] = dy at time 16 (n + j) + s. One mma covers 8 blocks = 128 rows.
 //   dweight, a Hankel product. dw[K-1-m] = sum_t dy[t] x[t - m] (lag m). For a block of 16 times
 //     t0.. : D[r][n] += sum_s dy[t0 + s + r] x[t0 + s - 16 n], so D[r][n] collects lag r + 16 n over
-//     the times t0 + r + s. The A operand (dy, Hankel) is masked to the piece's own rows and the
-//     blocks start one block early, so every time of the piece is counted once for every lag.
-//     The 8 columns hold lags 0..127; column 7 takes a B of ones instead, and D[0][7] is dbias
-//     (so K <= 112). One mma a channel per 16 times, whatever K.
+//     the times t0 + r + s (how the pieces' blocks cover every time once: see the kernel). The 8
+//     columns hold lags 0..127; column 7 takes a B of ones instead, and D[0][7] is dbias (so
+//     K <= 112). One mma a channel per 16 times, whatever K.
 //
 // Data movement follows the tensor-core forward: a block owns 64 channels and a run of tokens in
 // pieces of <= 128 rows inside one sequence, starting at positions that are multiples of 16 (a
 // run's first piece from its block start), so every dx sum is grouped by its position in the
-// sequence alone. Per piece a 2-stage cp.async pipeline brings
+// sequence alone. Per piece a cp.async pipeline (kStages) brings
 //   dy at [base, base + 128 + 16 (J-1))   (zero past the sequence end and before the piece)
 //   x  at [base - 16 NB, base + 128)      (NB = ceil(K/16) lag columns; the state or zeros before 0)
-// into shared memory, rows of 64 channels in 16-byte chunks XOR-swizzled by (r ^ r >> 4) & 7,
-// which keeps the dx B loads, the dweight A and B loads and the dx staging stores (four row
-// patterns) within 1.2 wavefronts a quarter warp. Warp w owns channel group w (8 channels): its
-// dweight accumulators live in registers for the whole run, its dx leaves through its own chunks
-// of the dy tile (whole 16-byte row segments written by the block afterwards).
+// into shared memory, rows of 64 channels in 16-byte chunks XOR-swizzled (see swizzle()).
+// 16 warps: warp w < 8 keeps the dweight sums of channel group w (8 channels) in registers for the
+// whole run; warp 8 + w computes that group's dx, stages it in its own chunks of a dx tile and,
+// with the other dx warps, writes whole 16-byte row segments. (One warp doing both needed 198
+// registers; at 128 it spilled 400-500 bytes.) One block barrier a piece.
 //
 // The Toeplitz zeros and the masked rows multiply inputs outside each output's terms, so a
 // non-finite input could turn an output the formula keeps finite into NaN. Every product of a
@@ -38,6 +37,8 @@
 // FMA kernels take it). Summation order differs from the FMA kernels: results agree with them to
 // rounding; BackwardParams::tensor_cores = false keeps the FMA kernels.
 #include <cstdint>
+#include <new>
+#include <type_traits>
 
 #include "check.hpp"
 #include "device/common.cuh"
@@ -62,20 +63,34 @@ using tile::Piece;
 using tile::PieceWalker;
 using tile::RowSource;
 
-constexpr int kWarps = 8;  // warp w: channel group w
-constexpr int kThreads = 32 * kWarps;
+constexpr int kGroups = 8;  // channel groups of 8: dweight warp w and dx warp 8 + w
+constexpr int kThreads = 64 * kGroups;
+constexpr int kDxThreads = 32 * kGroups;
 constexpr int kChannels = 64;
 constexpr int kRows = 128;  // rows of a piece: the dx product's 8 blocks of 16
-constexpr int kStages = 2;
 constexpr int kPad = 16;    // reversed weights w''[i + 16] = wr[i]: fragment indices run from -15
 constexpr int kOnes = 7;    // the dweight B column of ones: D[0][kOnes] is dbias
-constexpr int kBlocks = kRows / 16 + 1;  // dweight blocks of a piece (one before it)
+constexpr int kBlocks = kRows / 16;  // dweight blocks of a piece (and one before it at a segment's start)
+constexpr int kBlockElems = 16 * kChannels;
+constexpr int kPadRows = 16;  // zero rows before each dy tile: A rows of the block before a piece
 
-__device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ ((r ^ (r >> 4)) & 7)) * 8); }
+/// Rows of 64 16-bit channels are eight 16-byte chunks; chunk c of row r lives at c ^ swizzle(r).
+/// Rows r and r + 16 differ in bit 0 of the swizzle: a quarter warp's dx B rows (2q + 16 g) and
+/// its dweight A rows (g + 2q) land in distinct chunks (the A rows 2-way in 1 case of 6), and a
+/// block of 16 rows shifted by an odd number of blocks only flips that bit, so the dweight
+/// operand addresses are two per-lane offsets plus an immediate.
+__device__ __forceinline__ int swizzle(int r) { return (r & 7) ^ ((r >> 4) & 1); }
+__device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
+/// The dx tile's: the staging stores (rows 32 q + g) need bits 5 and 6 as well.
+__device__ __forceinline__ int dx_chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ ((r ^ (r >> 4)) & 7)) * 8); }
 
 template <class T>
+__device__ __forceinline__ uint4 lds16_at(const T* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+template <class T>
 __device__ __forceinline__ uint4 lds16(const T* tile, int r, int chunk) {
-  return *reinterpret_cast<const uint4*>(tile + chunk_offset(r, chunk));
+  return lds16_at(tile + chunk_offset(r, chunk));
 }
 
 struct Layout {
@@ -99,10 +114,13 @@ __host__ __device__ inline Layout make_layout(int K) {
   l.pairs = 8 * l.J + 9;
   return l;
 }
-__host__ __device__ inline std::size_t dy_bytes(const Layout& l) { return static_cast<std::size_t>(l.dy_rows) * kChannels * 2; }
+__host__ __device__ inline std::size_t dy_bytes(const Layout& l) { return static_cast<std::size_t>(kPadRows + l.dy_rows) * kChannels * 2; }
 __host__ __device__ inline std::size_t x_bytes(const Layout& l) { return static_cast<std::size_t>(l.x_rows) * kChannels * 2; }
 __host__ __device__ inline std::size_t weight_bytes(const Layout& l) { return static_cast<std::size_t>(kChannels) * 2 * l.pairs * 4; }
-__host__ __device__ inline std::size_t smem_bytes(const Layout& l) { return (dy_bytes(l) + x_bytes(l)) * kStages + weight_bytes(l); }
+constexpr std::size_t kDxTileBytes = static_cast<std::size_t>(kRows) * kChannels * 2;
+__host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
+  return (dy_bytes(l) + x_bytes(l)) * stages + weight_bytes(l) + kDxTileBytes;
+}
 
 /// Copies positions [pos0, pos0 + rows) of sequence pc.s (channels [c0, c0 + 64)) into the
 /// swizzled tile: before position 0 the state or zeros, zeros past the sequence end and before
@@ -129,21 +147,43 @@ __device__ __forceinline__ void load_tile(T* smem, const RowSource<T>& src, cons
   }
 }
 
-template <class T>
-__global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
+/// A piece for the block: thread 0 walks the run (its walker lives in shared memory, so that no
+/// thread keeps the walk in registers) and publishes piece k in ring slot k % (kStages + 1) one
+/// iteration before the block loads it.
+struct StagePiece {
+  std::int64_t s, first, len, pos;
+  int n;
+  bool open;  // the next piece continues this one (same sequence, same run)
+  __device__ Piece piece() const {
+    Piece pc;
+    pc.s = s;
+    pc.first = first;
+    pc.len = len;
+    pc.pos = pos;
+    pc.n = n;
+    return pc;
+  }
+};
+
+template <class T, int kStages>
+__global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ bool staged[kWarps];  // this piece's dx of channel group i is in the dy tile
+  __shared__ bool staged[kGroups];  // this piece's dx of channel group i is in the dx tile
+  __shared__ StagePiece ring[kStages + 1];
+  __shared__ alignas(PieceWalker) unsigned char walker_raw[sizeof(PieceWalker)];
   const Layout L = make_layout(static_cast<int>(p.shape.width));
-  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L))); };
+  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L))) + kPadRows * kChannels; };
   auto x_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L)) + dy_bytes(L)); };
   unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + (dy_bytes(L) + x_bytes(L)) * kStages);  // [64][2][pairs]
+  T* dxt = reinterpret_cast<T*>(smem_raw + (dy_bytes(L) + x_bytes(L)) * kStages + weight_bytes(L));  // [128][64]
   const std::int64_t C = p.shape.channels;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const bool dw_warp = warp < kGroups;
+  const int grp = warp % kGroups;  // this warp's channel group
   const int gq = lane / 4, qq = lane % 4;
-  const RowSource<T> xsrc{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
-                          p.initial_state.batch_stride, p.initial_state.seq_stride, L.H};
-  const RowSource<T> dysrc{static_cast<const T*>(p.dy), p.dy_batch_stride, p.dy_seq_stride, nullptr, 0, 0, L.H};
   const T* dy = static_cast<const T*>(p.dy);
+  const T* x = static_cast<const T*>(p.x);
+  const T* init = static_cast<const T*>(p.initial_state.data);
   const T* dfs = static_cast<const T*>(p.d_final_state.data);
   const T* w = static_cast<const T*>(p.weight);
   T* dx = static_cast<T*>(p.dx);
@@ -154,20 +194,41 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
   // dweight B for the columns past the lags: ones in column kOnes (dbias), zeros elsewhere.
   const unsigned fill = gq == kOnes ? mma::kOnePair<T> : 0u;
   const uint4 fill4 = make_uint4(fill, fill, fill, fill), zero4 = make_uint4(0, 0, 0, 0);
+  for (int i = threadIdx.x; i < kStages * kPadRows * 8; i += kThreads)  // (nothing else writes them)
+    reinterpret_cast<uint4*>(dy_stage(i / (kPadRows * 8)) - kPadRows * kChannels)[i % (kPadRows * 8)] = zero4;
+  // dweight operand offsets (elements) from the tile of block 0, for blocks of even index i
+  // (block i = rows 16 i.. of the dy tile; an odd block flips bit 0 of every swizzle: ^ 8):
+  // A rows x = g + 2q + {0, 1, 8, 9} (rows x + 16 are the next block's x), B rows
+  // Hx - 16 g + 2q + {0, 1, 8, 9} of the x tile.
+  int a_off[4], b_off[4];
+  {
+    constexpr int kC[4] = {0, 1, 8, 9};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int x = gq + 2 * qq + kC[k];
+      a_off[k] = x * kChannels + 8 * (grp ^ (x & 7) ^ ((x >> 4) & 1));
+      const int y = 2 * qq + kC[k];  // row 16 (NB - g) + y
+      b_off[k] = (16 * (L.NB - gq) + y) * kChannels + 8 * (grp ^ (y & 7) ^ ((L.NB + gq) & 1));
+    }
+  }
+  auto a_at = [&](int par, int k) { return a_off[k] ^ (8 * par); };
+  auto b_at = [&](int par, int k) { return b_off[k] ^ (8 * par); };
+  const bool lag_lane = gq < L.NB;  // its B column holds lags; the others keep `fill`
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = (job % g.ctiles) * kChannels, run = job / g.ctiles;
     const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
-    const std::int64_t cg = c0 + warp * 8;  // this warp's channels [cg, cg + nch)
+    const std::int64_t cg = c0 + grp * 8;  // this warp's channels [cg, cg + nch)
     const int nch = static_cast<int>(max64(0, min64(8, C - cg)));
     bool bad_weight = false;
-    // Reversed weights, even copy (w''[2p], w''[2p+1]) and odd copy (w''[2p+1], w''[2p+2]); four
+    // Reversed weights, even copy (w''[2p], w''[2p+1]) and odd copy (w''[2p+1], w''[2p+2]); eight
     // threads a channel.
     {
-      const int ch = static_cast<int>(threadIdx.x) / 4;
+      constexpr int kPerChannel = kThreads / kChannels;
+      const int ch = static_cast<int>(threadIdx.x) / kPerChannel;
       const std::int64_t c = c0 + ch;
       const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
-      for (int pr = static_cast<int>(threadIdx.x) % 4; pr < L.pairs; pr += 4) {
+      for (int pr = static_cast<int>(threadIdx.x) % kPerChannel; pr < L.pairs; pr += kPerChannel) {
         unsigned h[3];
 #pragma unroll
         for (int e = 0; e < 3; ++e) {
@@ -181,85 +242,134 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
     }
     bad_weight = __syncthreads_or(bad_weight) != 0;
 
-    float dw[8][4];  // this warp's dweight sums: channel ch, lag gq + 8 (e >> 1) + 16 (2 qq + (e & 1))
+    float dw[8][4];  // dweight warps: channel ch, lag gq + 8 (e >> 1) + 16 (2 qq + (e & 1))
 #pragma unroll
     for (int ch = 0; ch < 8; ++ch) dw[ch][0] = dw[ch][1] = dw[ch][2] = dw[ch][3] = 0.0f;
 
-    auto load = [&](int st, const Piece& pc) {
-      const std::int64_t base = pc.pos & ~15LL;
-      load_tile<T>(dy_stage(st), dysrc, q, pc, base, L.dy_rows, pc.pos, c0, C);
-      load_tile<T>(x_stage(st), xsrc, q, pc, base - L.Hx, L.x_rows, INT64_MIN, c0, C);
+    auto publish = [&](int k) {  // thread 0: piece k into its ring slot
+      auto& walker = *reinterpret_cast<PieceWalker*>(walker_raw);
+      const Piece pc = walker.next();
+      ring[k % (kStages + 1)] = StagePiece{pc.s, pc.first, pc.len, pc.pos, pc.n, pc.n > 0 && pc.pos + pc.n < pc.len && pc.first + pc.pos + pc.n < r1};
     };
-    PieceWalker producer(q, r0, r1, kRows, 16), consumer = producer;
-#pragma unroll
-    for (int st = 0; st < kStages - 1; ++st) {
-      const Piece pc = producer.next();
-      if (pc.n > 0) load(st, pc);
+    auto load = [&](int k) {  // everyone: piece k into stage k % kStages
+      const StagePiece& sp = ring[k % (kStages + 1)];
+      if (sp.n > 0) {
+        const Piece pc = sp.piece();
+        const std::int64_t base = pc.pos & ~15LL;
+        load_tile<T>(dy_stage(k % kStages), RowSource<T>{dy, p.dy_batch_stride, p.dy_seq_stride, nullptr, 0, 0, L.H}, q, pc, base,
+                     L.dy_rows, pc.pos, c0, C);
+        load_tile<T>(x_stage(k % kStages),
+                     RowSource<T>{x, p.x_batch_stride, p.x_seq_stride, init, p.initial_state.batch_stride, p.initial_state.seq_stride, L.H}, q,
+                     pc, base - L.Hx, L.x_rows, INT64_MIN, c0, C);
+      }
       cp_async_commit();
+    };
+    if (threadIdx.x == 0) {
+      new (walker_raw) PieceWalker(q, r0, r1, kRows, 16);
+      for (int k = 0; k < kStages; ++k) publish(k);
     }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kStages - 1; ++k) load(k);
+    bool carried = false;  // the previous piece counted this one's first times (dweight, see below)
     for (int it = 0;; ++it) {
-      const Piece pc = consumer.next();
+      cp_async_wait<kStages - 2>();  // piece `it` has landed (this thread's copies)
+      __syncthreads();               // ... everyone's; and everyone is done with iteration it - 1
+      const StagePiece pc = ring[it % (kStages + 1)];
       if (pc.n == 0) break;
-      const Piece pn = producer.next();
-      if (pn.n > 0) load((it + kStages - 1) % kStages, pn);
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-      __syncthreads();
-      T* dyt = dy_stage(it % kStages);
+      load(it + kStages - 1);                         // into the stage iteration it - 1 used
+      if (threadIdx.x == 0) publish(it + kStages);  // into the slot of piece it - 1
+      const T* dyt = dy_stage(it % kStages);
       const T* xt = x_stage(it % kStages);
       const int lead = static_cast<int>(pc.pos & 15), end = lead + pc.n;  // the piece's tile rows [lead, end)
       const std::int64_t base = pc.pos - lead;                            // position of tile row 0 (dy) / Hx (x)
+      const bool at_end = pc.pos + pc.n == pc.len, open = pc.open;
 
-      if (ws != nullptr) {
-        // dweight: blocks t0 = -16, 0, ..., 112; A rows t0 + g + 2q + {0, 1, 8, 9, 16, 17} of dy
-        // (a1 == a2: A is Hankel), B rows Hx + t0 + 2q - 16 g + {0, 1, 8, 9} of x.
-#pragma unroll 1
-        for (int i = 0; i < kBlocks; ++i) {
-          const int t0 = 16 * i - 16;
-          if (t0 + 30 < lead || t0 >= end) continue;
-          const int ra = t0 + gq + 2 * qq;
-          uint4 a[6];
-          constexpr int kOff[6] = {0, 1, 8, 9, 16, 17};
-          if (t0 >= lead && t0 + 30 < end) {
+      if (dw_warp) {
+        // dweight. Block i covers times t0 = 16 i: A rows t0 + g + 2q + {0, 1, 8, 9, 16, 17} of dy
+        // (a1 == a2: A is Hankel; a3 is the next block's a0), B rows Hx + t0 + 2q - 16 g + {0, 1,
+        // 8, 9} of x. Lag row r of a block sums times t0 + r + [0, 16): the piece's blocks 0..7
+        // count times [r, 128 + r) of its tile, the last r of them from the dy rows past the
+        // piece. A piece that the next one continues (same sequence, same run) leaves those to it,
+        // and a piece that continues none adds block -1 (times [r - 16, r), zero before the piece).
+        // Only a piece that ends at its run's end inside a sequence masks the A rows past it.
+        if (ws != nullptr && (at_end || open)) {
+          unsigned a0[8];  // the current block's a0 pairs, channel ch
+          uint4 b[4] = {fill4, fill4, fill4, fill4};  // loaded by lag lanes only: the others keep `fill`
+          // Block i: its parity flips bit 0 of the swizzle. One block a loop step: two hoisted
+          // each other's loads and spilled at 128 registers.
+          auto block = [&](int i) {
+            const int par = i & 1, npar = par ^ 1;
+            const T* ab = dyt + i * kBlockElems;
+            const uint4 v8 = lds16_at(ab + a_at(par, 2)), v9 = lds16_at(ab + a_at(par, 3));
+            const uint4 v16 = lds16_at(ab + kBlockElems + a_at(npar, 0)), v17 = lds16_at(ab + kBlockElems + a_at(npar, 1));
+            if (lag_lane) {
 #pragma unroll
-            for (int k = 0; k < 6; ++k) a[k] = lds16(dyt, ra + kOff[k], warp);
-          } else {  // rows outside the piece are not its times
+              for (int k = 0; k < 4; ++k) b[k] = lds16_at(xt + i * kBlockElems + b_at(par, k));
+            }
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) {
+              const unsigned a8 = pair_of(v8, v9, ch), a16 = pair_of(v16, v17, ch);
+              const unsigned af[4] = {a0[ch], a8, a8, a16};
+              mma16816<T>(dw[ch], af, pair_of(b[0], b[1], ch), pair_of(b[2], b[3], ch));
+              a0[ch] = a16;
+            }
+          };
+          if (!carried) {  // block -1, from the zero rows before the tile
+            const uint4 v0 = lds16_at(dyt + a_at(1, 0) - kBlockElems), v1 = lds16_at(dyt + a_at(1, 1) - kBlockElems);
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) a0[ch] = pair_of(v0, v1, ch);
+            block(-1);
+          } else {
+            const uint4 v0 = lds16_at(dyt + a_off[0]), v1 = lds16_at(dyt + a_off[1]);
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) a0[ch] = pair_of(v0, v1, ch);
+          }
+#pragma unroll 1
+          for (int i = 0; i < kBlocks; ++i) block(i);
+        } else if (ws != nullptr) {
+          // The run's last piece, inside a sequence: blocks -1..7 with A rows outside [lead, end)
+          // masked (rows before lead are zero in the tile; those past end are the next run's).
+#pragma unroll 1
+          for (int i = carried ? 0 : -1; i < kBlocks; ++i) {
+            const int t0 = 16 * i;
+            if (t0 + 30 < lead || t0 >= end) continue;
+            const int ra = t0 + gq + 2 * qq;
+            uint4 a[6];
+            constexpr int kOff[6] = {0, 1, 8, 9, 16, 17};
 #pragma unroll
             for (int k = 0; k < 6; ++k) {
               const int r = ra + kOff[k];
-              a[k] = r >= lead && r < end ? lds16(dyt, r, warp) : zero4;
+              a[k] = r >= lead && r < end ? lds16(dyt, r, grp) : zero4;
+            }
+            uint4 b[4] = {fill4, fill4, fill4, fill4};
+            if (lag_lane) {
+              const int rb = L.Hx + t0 + 2 * qq - 16 * gq;
+              b[0] = lds16(xt, rb, grp);
+              b[1] = lds16(xt, rb + 1, grp);
+              b[2] = lds16(xt, rb + 8, grp);
+              b[3] = lds16(xt, rb + 9, grp);
+            }
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) {
+              const unsigned a8 = pair_of(a[2], a[3], ch);
+              const unsigned af[4] = {pair_of(a[0], a[1], ch), a8, a8, pair_of(a[4], a[5], ch)};
+              mma16816<T>(dw[ch], af, pair_of(b[0], b[1], ch), pair_of(b[2], b[3], ch));
             }
           }
-          uint4 b[4] = {fill4, fill4, fill4, fill4};
-          if (gq < L.NB) {
-            const int rb = L.Hx + t0 + 2 * qq - 16 * gq;
-            b[0] = lds16(xt, rb, warp);
-            b[1] = lds16(xt, rb + 1, warp);
-            b[2] = lds16(xt, rb + 8, warp);
-            b[3] = lds16(xt, rb + 9, warp);
-          }
-#pragma unroll
-          for (int ch = 0; ch < 8; ++ch) {
-            const unsigned a8 = pair_of(a[2], a[3], ch);
-            const unsigned af[4] = {pair_of(a[0], a[1], ch), a8, a8, pair_of(a[4], a[5], ch)};
-            mma16816<T>(dw[ch], af, pair_of(b[0], b[1], ch), pair_of(b[2], b[3], ch));
-          }
         }
-      }
-
-      bool exact = false;
-      if (dx != nullptr) {
+      } else if (dx != nullptr) {
         float acc[8][4];
 #pragma unroll
         for (int ch = 0; ch < 8; ++ch) acc[ch][0] = acc[ch][1] = acc[ch][2] = acc[ch][3] = 0.0f;
         for (int j = 0; j < L.J; ++j) {
           const int rb = 16 * (gq + j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
-          const uint4 v0 = lds16(dyt, rb, warp), v1 = lds16(dyt, rb + 1, warp);
-          const uint4 v8 = lds16(dyt, rb + 8, warp), v9 = lds16(dyt, rb + 9, warp);
+          const uint4 v0 = lds16(dyt, rb, grp), v1 = lds16(dyt, rb + 1, grp);
+          const uint4 v8 = lds16(dyt, rb + 8, grp), v9 = lds16(dyt, rb + 9, grp);
           const int wi = (i0 + 16 * j - parity) / 2;
 #pragma unroll
           for (int ch = 0; ch < 8; ++ch) {
-            const unsigned* wc = wsm + ((warp * 8 + ch) * 2 + parity) * L.pairs + wi;
+            const unsigned* wc = wsm + ((grp * 8 + ch) * 2 + parity) * L.pairs + wi;
             const unsigned af[4] = {wc[0], wc[-4], wc[4], wc[0]};
             mma16816<T>(acc[ch], af, pair_of(v0, v1, ch), pair_of(v8, v9, ch));
           }
@@ -273,11 +383,10 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
 #pragma unroll
             for (int ch = 0; ch < 8; ++ch) bad |= nonfinite(acc[ch][e]);
         }
-        exact = bad_weight || __any_sync(0xffffffffu, bad);
+        const bool exact = bad_weight || __any_sync(0xffffffffu, bad);
         if (!exact) {
           // The last K-1 positions of the sequence also take d_final_state, row pos - (len - (K-1)).
           const bool tail = dfs != nullptr && pc.pos + pc.n + L.H > pc.len;
-          __syncwarp();  // every lane is done reading the dy rows it overwrites below
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
@@ -303,7 +412,7 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
             unsigned out[4];
 #pragma unroll
             for (int ch = 0; ch < 8; ch += 2) out[ch / 2] = pack2<T>(acc[ch][e], acc[ch + 1][e]);
-            *reinterpret_cast<uint4*>(dyt + chunk_offset(t, warp)) = make_uint4(out[0], out[1], out[2], out[3]);
+            *reinterpret_cast<uint4*>(dxt + dx_chunk_offset(t, grp)) = make_uint4(out[0], out[1], out[2], out[3]);
           }
         } else if (nch > 0) {
           // The contract's sum, term by term: no terms past the sequence end, none multiplies a
@@ -316,26 +425,26 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
             float a = 0.0f;
             for (int m = 0; m <= L.H && pos + m < pc.len; ++m) {
               const int r = t + m;
-              a = fmaf(to_f32(w[c * p.w_channel_stride + (L.H - m) * p.w_width_stride]), to_f32(dyt[chunk_offset(r, warp) + ch]), a);
+              a = fmaf(to_f32(w[c * p.w_channel_stride + (L.H - m) * p.w_width_stride]), to_f32(dyt[chunk_offset(r, grp) + ch]), a);
             }
             if (dfs != nullptr && pos >= pc.len - L.H)
               a += to_f32(dfs[pc.s * p.d_final_state.batch_stride + (pos - (pc.len - L.H)) * p.d_final_state.seq_stride + c]);
             dx[q.offset(pc.s, pc.first, pos, p.dx_batch_stride, p.dx_seq_stride) + c] = from_f32<T>(a);
           }
         }
-      }
-      if (lane == 0) staged[warp] = dx != nullptr && !exact;
-      __syncthreads();  // dx of every staged group is in the dy tile
-      if (dx != nullptr) {
-        const int chunk = static_cast<int>(threadIdx.x) % 8;
+        if (lane == 0) staged[grp] = !exact;
+        asm volatile("bar.sync 1, %0;\n" ::"n"(kDxThreads) : "memory");  // the dx warps' tile is complete
+        // Whole row segments: thread i of the dx warps writes chunk i % 8 of rows lead + i / 8, ...
+        const int tid = static_cast<int>(threadIdx.x) - kDxThreads;
+        const int chunk = tid % 8;
         const std::int64_t c = c0 + chunk * 8;
         const int n8 = static_cast<int>(max64(0, min64(8, C - c)));
         if (staged[chunk] && n8 > 0) {
-          const int t0 = lead + static_cast<int>(threadIdx.x) / 8;
+          const int t0 = lead + tid / 8;
           T* dp = dx + q.offset(pc.s, pc.first, base + t0, p.dx_batch_stride, p.dx_seq_stride) + c;
-          const std::int64_t step = p.dx_seq_stride * (kThreads / 8);
-          for (int t = t0; t < end; t += kThreads / 8, dp += step) {
-            const uint4 v = *reinterpret_cast<const uint4*>(dyt + chunk_offset(t, chunk));
+          const std::int64_t step = p.dx_seq_stride * (kDxThreads / 8);
+          for (int t = t0; t < end; t += kDxThreads / 8, dp += step) {
+            const uint4 v = *reinterpret_cast<const uint4*>(dxt + dx_chunk_offset(t, chunk));
             if (n8 == 8) {
               *reinterpret_cast<uint4*>(dp) = v;
             } else {
@@ -347,11 +456,11 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
           }
         }
       }
-      __syncthreads();  // the stage is refilled next iteration
+      carried = open;
     }
     cp_async_wait<0>();
 
-    if (ws != nullptr && nch > 0) {
+    if (dw_warp && ws != nullptr && nch > 0) {
       // Accumulator e of channel ch holds lag m = g + 8 (e >> 1) + 16 (2q + (e & 1)) (tap K-1-m)
       // in the columns below NB, and dbias at row 0 of column kOnes.
       float* out = ws + run * (L.K + 1) * C;
@@ -394,9 +503,9 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
               }
               const std::int64_t xp = pos + k - L.H;
               if (xp >= 0) {
-                s = fmaf(to_f32(xsrc.data[q.offset(pc.s, pc.first, xp, p.x_batch_stride, p.x_seq_stride) + c]), d, s);
-              } else if (xsrc.state != nullptr) {
-                s = fmaf(to_f32(xsrc.state[pc.s * xsrc.state_batch_stride + (L.H + xp) * xsrc.state_seq_stride + c]), d, s);
+                s = fmaf(to_f32(x[q.offset(pc.s, pc.first, xp, p.x_batch_stride, p.x_seq_stride) + c]), d, s);
+              } else if (init != nullptr) {
+                s = fmaf(to_f32(init[pc.s * p.initial_state.batch_stride + (L.H + xp) * p.initial_state.seq_stride + c]), d, s);
               }
             }
           }
@@ -406,6 +515,32 @@ __global__ __launch_bounds__(kThreads, 2) void backward_mma_kernel(BackwardParam
     }
     __syncthreads();  // the weights are restaged for the next job
   }
+}
+
+/// Pipeline stages for layout L: 3 where the block's shared memory allows, else 2; 0: none fits.
+template <class T>
+int bwd_mma_stages(const Layout& L, int device) {
+  if (smem_bytes(L, 3) <= static_cast<std::size_t>(set_max_dynamic_smem<backward_mma_kernel<T, 3>>(device))) return 3;
+  if (smem_bytes(L, 2) <= static_cast<std::size_t>(set_max_dynamic_smem<backward_mma_kernel<T, 2>>(device))) return 2;
+  return 0;
+}
+
+template <class T, int kStages>
+void launch_bwd_mma(const BackwardParams& p, const SeqView& q, std::int64_t rows, const Layout& L, float** partials, std::int64_t* runs) {
+  constexpr auto kernel = backward_mma_kernel<T, kStages>;
+  const std::size_t smem = smem_bytes(L, kStages);
+  const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1, kRows);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  *partials = nullptr;
+  if (p.dweight != nullptr || p.dbias != nullptr) {
+    const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(L.K + 1) *
+                              static_cast<std::size_t>(p.shape.channels) * sizeof(float);
+    SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));
+  }
+  kernel<<<g.grid, kThreads, smem, stream>>>(p, q, g, *partials);
+  SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward (tensor-core) kernel launch");
+  *runs = g.runs;
 }
 
 }  // namespace
@@ -424,22 +559,13 @@ bool backward_mma(const BackwardParams& p, const SeqView& q, std::int64_t rows, 
         !aligned(p.d_final_state.data, p.d_final_state.batch_stride, p.d_final_state.seq_stride))
       return false;
     const Layout L = make_layout(static_cast<int>(K));
-    constexpr auto kernel = backward_mma_kernel<T>;
-    const std::size_t smem = smem_bytes(L);
-    if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
-    const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
-    const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1, kRows);
-    const auto stream = static_cast<cudaStream_t>(p.stream);
-    const bool want_dw = p.dweight != nullptr || p.dbias != nullptr;
-    *partials = nullptr;
-    if (want_dw) {
-      const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) *
-                                static_cast<std::size_t>(p.shape.channels) * sizeof(float);
-      SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));
+    const int stages = bwd_mma_stages<T>(L, p.device_index);
+    if (stages == 0) return false;
+    if (stages == 3) {
+      launch_bwd_mma<T, 3>(p, q, rows, L, partials, runs);
+    } else {
+      launch_bwd_mma<T, 2>(p, q, rows, L, partials, runs);
     }
-    kernel<<<g.grid, kThreads, smem, stream>>>(p, q, g, *partials);
-    SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward (tensor-core) kernel launch");
-    *runs = g.runs;
     return true;
   }
 }
