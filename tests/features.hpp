@@ -173,7 +173,7 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
         out.push_back(p);
       }
       // Batch mode, 16-byte aligned rows, no SiLU, every state: the CUDA tensor-core backward for
-      // 16-bit x and weights with K >= 9; two pieces of 128 rows a sequence.
+      // 16-bit x and weights with K >= 17; two pieces of 128 rows a sequence.
       {
         FeatureProblem p;
         p.lengths = {150, 150};

@@ -125,7 +125,7 @@ inline void check_chunked_gradients_match(Device device, DType dtype, std::int64
 }
 
 /// A varlen call equals separate calls per sequence: forward and dx bitwise, dw and dbias close.
-/// (Without SiLU, 16-bit dtypes and K >= 9 take the CUDA tensor-core backward.)
+/// (Without SiLU, 16-bit dtypes and K >= 17 take the CUDA tensor-core backward.)
 inline void check_varlen_matches_separate_calls(Device device, DType dtype, std::int64_t K, bool silu = true) {
   std::mt19937_64 rng(300 + K);
   const std::vector<std::int64_t> lengths{5, 1, 33, 0, 2, 17};
@@ -171,11 +171,14 @@ inline void check_varlen_matches_separate_calls(Device device, DType dtype, std:
 /// dx, dweight and dbias within two units in the last place (plus the f32 summation-order
 /// difference of a long sum), d_initial_state bitwise (the same kernel computes it), and every
 /// output bitwise run to run.
-inline void check_tensor_core_backward(Device device, DType dtype, std::int64_t K) {
+/// `lengths` empty: 23 random ones (with 1, K-1 and 17 among them).
+inline void check_tensor_core_backward(Device device, DType dtype, std::int64_t K, std::vector<std::int64_t> lengths = {}) {
   std::mt19937_64 rng(500 + K);
   std::uniform_int_distribution<std::int64_t> len_dist(1, 2500);
+  if (lengths.empty())
+    for (std::int64_t s = 0; s < 23; ++s) lengths.push_back(s == 3 ? 1 : s == 4 ? K - 1 : s == 5 ? 17 : len_dist(rng));
   std::vector<std::int64_t> cu{0};
-  for (std::int64_t s = 0; s < 23; ++s) cu.push_back(cu.back() + (s == 3 ? 1 : s == 4 ? K - 1 : s == 5 ? 17 : len_dist(rng)));
+  for (std::int64_t l : lengths) cu.push_back(cu.back() + l);
   const std::int64_t N = static_cast<std::int64_t>(cu.size()) - 1, total = cu.back(), C = 72;
   auto [x, xv] = random_tensor(dtype, {1, total, C}, device, rng);
   auto [dy, dyv] = random_tensor(dtype, {1, total, C}, device, rng);

@@ -83,7 +83,7 @@ void add_shape_options(CLI::App* cmd, std::int64_t& batch, std::int64_t& seqlen,
 void add_feature_options(CLI::App* cmd, shortconv::tool::Features& f, const char* bias_help, const char* decode_help) {
   cmd->add_flag("--silu", f.silu, "fused SiLU epilogue: y = silu(conv + bias)");
   cmd->add_flag("--tensor-cores,!--no-tensor-cores", f.tensor_cores,
-                "CUDA bf16/f16: the forward (24 <= K <= 128) and the backward without SiLU (9 <= K <= 112) may use "
+                "CUDA bf16/f16: the forward (24 <= K <= 128) and the backward without SiLU (17 <= K <= 112) may use "
                 "tensor cores (default on); off: FMA kernels only");
   cmd->add_flag("--bias,!--no-bias", f.bias, bias_help);
   CLI::Option* state = cmd->add_flag(

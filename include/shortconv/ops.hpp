@@ -62,7 +62,7 @@ struct Conv1dBackwardArgs {
   std::optional<TensorView> dbias;            // [C], written when given
   std::optional<TensorView> d_initial_state;  // [N, K-1, C], written when given
   Variant variant = Variant::fast;
-  // CUDA, bf16/f16 x and dy with weights of the same dtype, no activation, 9 <= K <= 112: dx,
+  // CUDA, bf16/f16 x and dy with weights of the same dtype, no activation, 17 <= K <= 112: dx,
   // dweight and dbias may run on tensor cores (the forward's Toeplitz product transposed, and a
   // Hankel product for dweight; f32 accumulation). Sums are grouped differently from the FMA
   // kernels, so results match them to rounding; false keeps the FMA kernels.

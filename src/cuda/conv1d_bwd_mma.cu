@@ -153,7 +153,7 @@ __device__ __forceinline__ void load_tile(T* smem, const RowSource<T>& src, cons
 struct StagePiece {
   std::int64_t s, first, len, pos;
   int n;
-  bool open;  // the next piece continues this one (same sequence, same run)
+  bool open;  // the next piece continues this one (same sequence and run, >= 15 rows or to the end)
   __device__ Piece piece() const {
     Piece pc;
     pc.s = s;
@@ -249,7 +249,10 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
     auto publish = [&](int k) {  // thread 0: piece k into its ring slot
       auto& walker = *reinterpret_cast<PieceWalker*>(walker_raw);
       const Piece pc = walker.next();
-      ring[k % (kStages + 1)] = StagePiece{pc.s, pc.first, pc.len, pc.pos, pc.n, pc.n > 0 && pc.pos + pc.n < pc.len && pc.first + pc.pos + pc.n < r1};
+      // Open: the next piece continues this one and holds the 15 times its blocks reach past it
+      // (or the sequence ends first).
+      const bool open = pc.n > 0 && pc.pos + pc.n < pc.len && pc.first + min64(pc.len, pc.pos + pc.n + 15) <= r1;
+      ring[k % (kStages + 1)] = StagePiece{pc.s, pc.first, pc.len, pc.pos, pc.n, open};
     };
     auto load = [&](int k) {  // everyone: piece k into stage k % kStages
       const StagePiece& sp = ring[k % (kStages + 1)];
@@ -290,9 +293,11 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
         // (a1 == a2: A is Hankel; a3 is the next block's a0), B rows Hx + t0 + 2q - 16 g + {0, 1,
         // 8, 9} of x. Lag row r of a block sums times t0 + r + [0, 16): the piece's blocks 0..7
         // count times [r, 128 + r) of its tile, the last r of them from the dy rows past the
-        // piece. A piece that the next one continues (same sequence, same run) leaves those to it,
-        // and a piece that continues none adds block -1 (times [r - 16, r), zero before the piece).
-        // Only a piece that ends at its run's end inside a sequence masks the A rows past it.
+        // piece. A piece that the next one continues (same sequence, same run, 15 rows or up to
+        // the sequence end) leaves those to it, and a piece that continues none adds block -1
+        // (times [r - 16, r), zero before the piece). Only a piece that ends near its run's end
+        // inside a sequence masks the A rows past it (a run of one short piece double-counted
+        // without this: found by CudaTensorCores with sequences of 300).
         if (ws != nullptr && (at_end || open)) {
           unsigned a0[8];  // the current block's a0 pairs, channel ch
           uint4 b[4] = {fill4, fill4, fill4, fill4};  // loaded by lag lanes only: the others keep `fill`
