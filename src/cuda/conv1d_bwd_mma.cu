@@ -19,7 +19,7 @@
 // sequence alone. Per piece a cp.async pipeline (kStages) brings
 //   dy at [base, base + 128 + 16 (J-1))   (zero past the sequence end and before the piece)
 //   x  at [base - 16 NB, base + 128)      (NB = ceil(K/16) lag columns; the state or zeros before 0)
-// into shared memory, rows of 64 channels in 16-byte chunks XOR-swizzled (see swizzle()).
+// into shared memory, rows of 64 channels in 16-byte chunks (layout: tile_offset()).
 // 16 warps: warp w < 8 keeps the dweight sums of channel group w (8 channels) in registers for the
 // whole run; warp 8 + w computes that group's dx, stages it in its own chunks of a dx tile and,
 // with the other dx warps, writes whole 16-byte row segments. (One warp doing both needed 198
@@ -61,7 +61,6 @@ using tile::cp_async_commit;
 using tile::cp_async_wait;
 using tile::Piece;
 using tile::PieceWalker;
-using tile::RowSource;
 
 constexpr int kGroups = 8;  // channel groups of 8: dweight warp w and dx warp 8 + w
 constexpr int kThreads = 64 * kGroups;
@@ -71,19 +70,34 @@ constexpr int kRows = 128;  // rows of a piece: the dx product's 8 blocks of 16
 constexpr int kPad = 16;    // reversed weights w''[i + 16] = wr[i]: fragment indices run from -15
 constexpr int kOnes = 7;    // the dweight B column of ones: D[0][kOnes] is dbias
 constexpr int kBlocks = kRows / 16;  // dweight blocks of a piece (and one before it at a segment's start)
-constexpr int kBlockElems = 16 * kChannels;
-constexpr int kPadRows = 16;  // zero rows before each dy tile: A rows of the block before a piece
-
-/// Rows of 64 16-bit channels are eight 16-byte chunks; chunk c of row r lives at c ^ swizzle(r).
-/// Rows r and r + 16 differ in bit 0 of the swizzle: a quarter warp's dx B rows (2q + 16 g) and
-/// its dweight A rows (g + 2q) land in distinct chunks (the A rows 2-way in 1 case of 6), and a
-/// block of 16 rows shifted by an odd number of blocks only flips that bit, so the dweight
-/// operand addresses are two per-lane offsets plus an immediate.
-__device__ __forceinline__ int swizzle(int r) { return (r & 7) ^ ((r >> 4) & 1); }
-__device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
+/// Tile layout: rows of 64 16-bit channels are eight 16-byte chunks, chunk c of row r at c ^ (r & 7),
+/// and each block of 16 rows is followed by 16 bytes of padding (kBlockElems = 16 rows + 8).
+/// The XOR puts a quarter warp's dweight A rows (g + 2q) in distinct chunks; the padding shifts
+/// rows 16 apart by one chunk's banks, which keeps the dx B rows (2q + 16 g) and the dweight B
+/// rows (2q - 16 g) apart too (measured against the plain XOR by (r ^ r >> 4) & 7: no bank
+/// conflicts on those, 1.2 wavefronts on the A rows), while row r + 16 i is simply 16 i rows
+/// further: a lane's operand addresses step by a constant from block to block.
+constexpr int kBlockElems = 16 * kChannels + 8;
+constexpr int kPadElems = kBlockElems;  // zero block before each dy tile: A rows of the block before a piece
+__host__ __device__ constexpr int tile_elems(int rows) { return rows / 16 * kBlockElems; }  // rows: a multiple of 16
+__device__ __forceinline__ int chunk_offset(int r, int chunk) {
+  return (r >> 4) * kBlockElems + (r & 15) * kChannels + ((chunk ^ (r & 7)) * 8);
+}
 /// The dx tile's: the staging stores (rows 32 q + g) need bits 5 and 6 as well.
 __device__ __forceinline__ int dx_chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ ((r ^ (r >> 4)) & 7)) * 8); }
 
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+/// 16 bytes from a shared-memory byte address.
+__device__ __forceinline__ uint4 lds16_sh(unsigned addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ unsigned lds32_sh(unsigned addr) {
+  unsigned v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
 template <class T>
 __device__ __forceinline__ uint4 lds16_at(const T* p) {
   return *reinterpret_cast<const uint4*>(p);
@@ -98,7 +112,7 @@ struct Layout {
   int J, Hp;      // dx: dy chunks per output block, dy rows past the piece
   int NB, Hx;     // dweight: lag columns, x rows before the piece
   int dy_rows, x_rows;
-  int pairs;      // 32-bit reversed-weight pairs per channel and parity
+  int pairs;      // 32-bit reversed-weight pairs per channel and parity (stored kPairStride apart)
 };
 
 __host__ __device__ inline Layout make_layout(int K) {
@@ -114,36 +128,50 @@ __host__ __device__ inline Layout make_layout(int K) {
   l.pairs = 8 * l.J + 9;
   return l;
 }
-__host__ __device__ inline std::size_t dy_bytes(const Layout& l) { return static_cast<std::size_t>(kPadRows + l.dy_rows) * kChannels * 2; }
-__host__ __device__ inline std::size_t x_bytes(const Layout& l) { return static_cast<std::size_t>(l.x_rows) * kChannels * 2; }
-__host__ __device__ inline std::size_t weight_bytes(const Layout& l) { return static_cast<std::size_t>(kChannels) * 2 * l.pairs * 4; }
+__host__ __device__ inline std::size_t dy_bytes(const Layout& l) { return static_cast<std::size_t>(kPadElems + tile_elems(l.dy_rows)) * 2; }
+__host__ __device__ inline std::size_t x_bytes(const Layout& l) { return static_cast<std::size_t>(tile_elems(l.x_rows)) * 2; }
+/// Words between the reversed weights of consecutive (channel, parity): a constant, so a lane's
+/// 24 weight loads of a chunk share one address register; >= the most pairs (K = 112: 73), and
+/// 16 mod 32, which keeps the two parities' pairs in different banks.
+constexpr int kPairStride = 80;
+__host__ __device__ inline std::size_t weight_bytes(const Layout&) { return static_cast<std::size_t>(kChannels) * 2 * kPairStride * 4; }
 constexpr std::size_t kDxTileBytes = static_cast<std::size_t>(kRows) * kChannels * 2;
 __host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
   return (dy_bytes(l) + x_bytes(l)) * stages + weight_bytes(l) + kDxTileBytes;
 }
 
-/// Copies positions [pos0, pos0 + rows) of sequence pc.s (channels [c0, c0 + 64)) into the
-/// swizzled tile: before position 0 the state or zeros, zeros past the sequence end and before
-/// position `from` (rows that are not the piece's and that nothing reads as data).
+/// Copies tile rows [0, rows) into a tile (layout: chunk_offset), row r holding position pos0 + r of
+/// sequence pc.s (channels [c0, c0 + 64)): the state before position 0 (when `state` is set:
+/// positions [-K+1, 0)), the data from position max(0, from) up to the sequence end, zeros
+/// elsewhere. Row bounds are ints (|rows| < 256) and a thread's rows are 64 apart, which keeps its
+/// chunk's place in the row, so a copy costs a few instructions (the general form was 17% of the
+/// kernel's instructions: ncu, H100, K = 32).
 template <class T>
-__device__ __forceinline__ void load_tile(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0, int rows,
-                                          std::int64_t from, std::int64_t c0, std::int64_t C) {
+__device__ __forceinline__ void load_tile(T* smem, const T* data, std::int64_t seq_offset0, std::int64_t seq_stride, const T* state,
+                                          std::int64_t state_offset0, std::int64_t state_stride, int H, std::int64_t pos0,
+                                          std::int64_t from, std::int64_t len, int rows, std::int64_t c0, std::int64_t C) {
   constexpr int kPerRow = 8, kRowStep = kThreads / kPerRow;
+  static_assert(kRowStep % 16 == 0, "a thread's rows keep their chunk and step by whole blocks");
   const int chunk = static_cast<int>(threadIdx.x) % kPerRow;
   const std::int64_t c = c0 + chunk * 8;
   const int bytes = c < C ? static_cast<int>(min64(8, C - c)) * 2 : 0;
+  auto row_of = [&](std::int64_t pos) { return static_cast<int>(max64(-1, min64(rows, pos - pos0))); };
+  const int r_state = state != nullptr ? row_of(-H) : row_of(0), r_data = row_of(max64(0, from)), r_end = row_of(len);
   int r = static_cast<int>(threadIdx.x) / kPerRow;
-  std::int64_t pos = pos0 + r;
-  for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep) {
-    const bool copy = src.state != nullptr && pos >= -src.state_rows && bytes > 0;
-    const T* g = copy ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
-    cp_async16(smem + chunk_offset(r, chunk), g, copy ? bytes : 0);
-  }
-  const std::int64_t stride = src.seq_stride * kRowStep;
-  const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
-  for (; r < rows; r += kRowStep, pos += kRowStep, g += stride) {
-    const bool copy = pos < pc.len && pos >= from && bytes > 0;
-    cp_async16(smem + chunk_offset(r, chunk), copy ? g : src.data, copy ? bytes : 0);
+  T* dst = smem + chunk_offset(r, chunk);
+#pragma unroll
+  for (int k = 0; k < (256 + kRowStep - 1) / kRowStep; ++k, r += kRowStep, dst += kRowStep / 16 * kBlockElems) {
+    if (r >= rows) break;
+    const T* g = data;
+    int n = 0;
+    if (bytes > 0 && r >= r_data && r < r_end) {
+      g = data + seq_offset0 + (pos0 + r) * seq_stride + c;
+      n = bytes;
+    } else if (bytes > 0 && r >= r_state && r < row_of(0)) {
+      g = state + state_offset0 + (pos0 + r + H) * state_stride + c;
+      n = bytes;
+    }
+    cp_async16(dst, g, n);
   }
 }
 
@@ -171,10 +199,11 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
   __shared__ bool staged[kGroups];  // this piece's dx of channel group i is in the dx tile
   __shared__ StagePiece ring[kStages + 1];
   __shared__ alignas(PieceWalker) unsigned char walker_raw[sizeof(PieceWalker)];
+  __shared__ uint4 fills[2];  // dweight B of the columns past the lags: zeros, ones
   const Layout L = make_layout(static_cast<int>(p.shape.width));
-  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L))) + kPadRows * kChannels; };
+  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L))) + kPadElems; };
   auto x_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (dy_bytes(L) + x_bytes(L)) + dy_bytes(L)); };
-  unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + (dy_bytes(L) + x_bytes(L)) * kStages);  // [64][2][pairs]
+  unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + (dy_bytes(L) + x_bytes(L)) * kStages);  // [64][2][kPairStride]
   T* dxt = reinterpret_cast<T*>(smem_raw + (dy_bytes(L) + x_bytes(L)) * kStages + weight_bytes(L));  // [128][64]
   const std::int64_t C = p.shape.channels;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -191,33 +220,32 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
   // (+ kPad), all of the parity of g, which picks the even or the odd copy.
   const int parity = gq & 1;
   const int i0 = 2 * qq - gq + kPad;
-  // dweight B for the columns past the lags: ones in column kOnes (dbias), zeros elsewhere.
-  const unsigned fill = gq == kOnes ? mma::kOnePair<T> : 0u;
-  const uint4 fill4 = make_uint4(fill, fill, fill, fill), zero4 = make_uint4(0, 0, 0, 0);
-  for (int i = threadIdx.x; i < kStages * kPadRows * 8; i += kThreads)  // (nothing else writes them)
-    reinterpret_cast<uint4*>(dy_stage(i / (kPadRows * 8)) - kPadRows * kChannels)[i % (kPadRows * 8)] = zero4;
-  // dweight operand offsets (elements) from the tile of block 0, for blocks of even index i
-  // (block i = rows 16 i.. of the dy tile; an odd block flips bit 0 of every swizzle: ^ 8):
-  // A rows x = g + 2q + {0, 1, 8, 9} (rows x + 16 are the next block's x), B rows
-  // Hx - 16 g + 2q + {0, 1, 8, 9} of the x tile.
+  const uint4 zero4 = make_uint4(0, 0, 0, 0);
+  if (threadIdx.x < 2) {
+    const unsigned v = threadIdx.x == 0 ? 0u : mma::kOnePair<T>;
+    fills[threadIdx.x] = make_uint4(v, v, v, v);
+  }
+  for (int i = threadIdx.x; i < kStages * (kPadElems / 8); i += kThreads)  // (nothing else writes them)
+    reinterpret_cast<uint4*>(dy_stage(i / (kPadElems / 8)) - kPadElems)[i % (kPadElems / 8)] = zero4;
+  // dweight operand offsets (elements) in block 0 (block i: + i kBlockElems): A rows
+  // x = g + 2q + {0, 1, 8, 9} of the dy tile (rows x + 16 are the next block's x), B rows
+  // Hx - 16 g + 2q + {0, 1, 8, 9} of the x tile. A lane whose B column holds no lag reads its
+  // constant instead (ones in column kOnes: D[0][kOnes] is dbias; zeros elsewhere), in every block.
+  const bool lag_lane = gq < L.NB;
   int a_off[4], b_off[4];
   {
     constexpr int kC[4] = {0, 1, 8, 9};
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const int x = gq + 2 * qq + kC[k];
-      a_off[k] = x * kChannels + 8 * (grp ^ (x & 7) ^ ((x >> 4) & 1));
-      const int y = 2 * qq + kC[k];  // row 16 (NB - g) + y
-      b_off[k] = (16 * (L.NB - gq) + y) * kChannels + 8 * (grp ^ (y & 7) ^ ((L.NB + gq) & 1));
+      a_off[k] = chunk_offset(gq + 2 * qq + kC[k], grp);
+      b_off[k] = lag_lane ? chunk_offset(L.Hx - 16 * gq + 2 * qq + kC[k], grp) : 0;
     }
   }
-  auto a_at = [&](int par, int k) { return a_off[k] ^ (8 * par); };
-  auto b_at = [&](int par, int k) { return b_off[k] ^ (8 * par); };
-  const bool lag_lane = gq < L.NB;  // its B column holds lags; the others keep `fill`
+  const int b_step = lag_lane ? kBlockElems : 0;
+  const T* fill_tile = reinterpret_cast<const T*>(&fills[gq == kOnes ? 1 : 0]);
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
-    const std::int64_t c0 = (job % g.ctiles) * kChannels, run = job / g.ctiles;
-    const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
+    const std::int64_t c0 = (job % g.ctiles) * kChannels;
     const std::int64_t cg = c0 + grp * 8;  // this warp's channels [cg, cg + nch)
     const int nch = static_cast<int>(max64(0, min64(8, C - cg)));
     bool bad_weight = false;
@@ -235,8 +263,8 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
           const int m = 2 * pr + e - kPad;  // wr index: tap K-1-m
           h[e] = c < C && m >= 0 && m <= L.H ? wc[(L.H - m) * p.w_width_stride] : 0u;
         }
-        wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
-        wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
+        wsm[(ch * 2 + 0) * kPairStride + pr] = h[0] | (h[1] << 16);
+        wsm[(ch * 2 + 1) * kPairStride + pr] = h[1] | (h[2] << 16);
         bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
       }
     }
@@ -251,24 +279,23 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
       const Piece pc = walker.next();
       // Open: the next piece continues this one and holds the 15 times its blocks reach past it
       // (or the sequence ends first).
-      const bool open = pc.n > 0 && pc.pos + pc.n < pc.len && pc.first + min64(pc.len, pc.pos + pc.n + 15) <= r1;
+      const bool open = pc.n > 0 && pc.pos + pc.n < pc.len && pc.first + min64(pc.len, pc.pos + pc.n + 15) <= walker.end;
       ring[k % (kStages + 1)] = StagePiece{pc.s, pc.first, pc.len, pc.pos, pc.n, open};
     };
     auto load = [&](int k) {  // everyone: piece k into stage k % kStages
       const StagePiece& sp = ring[k % (kStages + 1)];
       if (sp.n > 0) {
-        const Piece pc = sp.piece();
-        const std::int64_t base = pc.pos & ~15LL;
-        load_tile<T>(dy_stage(k % kStages), RowSource<T>{dy, p.dy_batch_stride, p.dy_seq_stride, nullptr, 0, 0, L.H}, q, pc, base,
-                     L.dy_rows, pc.pos, c0, C);
-        load_tile<T>(x_stage(k % kStages),
-                     RowSource<T>{x, p.x_batch_stride, p.x_seq_stride, init, p.initial_state.batch_stride, p.initial_state.seq_stride, L.H}, q,
-                     pc, base - L.Hx, L.x_rows, INT64_MIN, c0, C);
+        const std::int64_t base = sp.pos & ~15LL;
+        load_tile<T>(dy_stage(k % kStages), dy, q.offset(sp.s, sp.first, 0, p.dy_batch_stride, p.dy_seq_stride), p.dy_seq_stride, nullptr,
+                     0, 0, L.H, base, sp.pos, sp.len, L.dy_rows, c0, C);
+        load_tile<T>(x_stage(k % kStages), x, q.offset(sp.s, sp.first, 0, p.x_batch_stride, p.x_seq_stride), p.x_seq_stride, init,
+                     sp.s * p.initial_state.batch_stride, p.initial_state.seq_stride, L.H, base - L.Hx, 0, sp.len, L.x_rows, c0, C);
       }
       cp_async_commit();
     };
     if (threadIdx.x == 0) {
-      new (walker_raw) PieceWalker(q, r0, r1, kRows, 16);
+      const std::int64_t r0 = job / g.ctiles * g.run_rows;
+      new (walker_raw) PieceWalker(q, r0, min64(g.rows, r0 + g.run_rows), kRows, 16);
       for (int k = 0; k < kStages; ++k) publish(k);
     }
     __syncthreads();
@@ -299,18 +326,38 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
         // inside a sequence masks the A rows past it (a run of one short piece double-counted
         // without this: found by CudaTensorCores with sequences of 300).
         if (ws != nullptr && (at_end || open)) {
-          unsigned a0[8];  // the current block's a0 pairs, channel ch
-          uint4 b[4] = {fill4, fill4, fill4, fill4};  // loaded by lag lanes only: the others keep `fill`
-          // Block i: its parity flips bit 0 of the swizzle. One block a loop step: two hoisted
-          // each other's loads and spilled at 128 registers.
-          auto block = [&](int i) {
-            const int par = i & 1, npar = par ^ 1;
-            const T* ab = dyt + i * kBlockElems;
-            const uint4 v8 = lds16_at(ab + a_at(par, 2)), v9 = lds16_at(ab + a_at(par, 3));
-            const uint4 v16 = lds16_at(ab + kBlockElems + a_at(npar, 0)), v17 = lds16_at(ab + kBlockElems + a_at(npar, 1));
-            if (lag_lane) {
+          // Shared-memory byte addresses of this lane's operand rows in the current block; they
+          // step by a block (the B of a lane without lags stays on its constant).
+          constexpr unsigned kBlockBytes = kBlockElems * 2;
+          const unsigned b_step_bytes = lag_lane ? kBlockBytes : 0u;
+          unsigned pa[4], pb[4];
+          {
+            const unsigned ab = smem_u32(dyt) - (carried ? 0u : kBlockBytes), bb = smem_u32(lag_lane ? xt : fill_tile);
 #pragma unroll
-              for (int k = 0; k < 4; ++k) b[k] = lds16_at(xt + i * kBlockElems + b_at(par, k));
+            for (int k = 0; k < 4; ++k) {
+              pa[k] = ab + 2 * a_off[k];
+              pb[k] = bb + 2 * b_off[k] - (carried ? 0u : b_step_bytes);
+            }
+          }
+          unsigned a0[8];  // the current block's a0 pairs, channel ch
+          {
+            const uint4 v0 = lds16_sh(pa[0]), v1 = lds16_sh(pa[1]);
+#pragma unroll
+            for (int ch = 0; ch < 8; ++ch) a0[ch] = pair_of(v0, v1, ch);
+          }
+          // Blocks -1 (unless carried) to 7, one a loop step: two a step hoisted each other's
+          // loads and spilled at 128 registers.
+#pragma unroll 1
+          for (int i = carried ? 0 : -1; i < kBlocks; ++i) {
+            const uint4 v8 = lds16_sh(pa[2]), v9 = lds16_sh(pa[3]);
+            const uint4 v16 = lds16_sh(pa[0] + kBlockBytes), v17 = lds16_sh(pa[1] + kBlockBytes);
+            uint4 b[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) b[k] = lds16_sh(pb[k]);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              pa[k] += kBlockBytes;
+              pb[k] += b_step_bytes;
             }
 #pragma unroll
             for (int ch = 0; ch < 8; ++ch) {
@@ -319,19 +366,7 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
               mma16816<T>(dw[ch], af, pair_of(b[0], b[1], ch), pair_of(b[2], b[3], ch));
               a0[ch] = a16;
             }
-          };
-          if (!carried) {  // block -1, from the zero rows before the tile
-            const uint4 v0 = lds16_at(dyt + a_at(1, 0) - kBlockElems), v1 = lds16_at(dyt + a_at(1, 1) - kBlockElems);
-#pragma unroll
-            for (int ch = 0; ch < 8; ++ch) a0[ch] = pair_of(v0, v1, ch);
-            block(-1);
-          } else {
-            const uint4 v0 = lds16_at(dyt + a_off[0]), v1 = lds16_at(dyt + a_off[1]);
-#pragma unroll
-            for (int ch = 0; ch < 8; ++ch) a0[ch] = pair_of(v0, v1, ch);
           }
-#pragma unroll 1
-          for (int i = 0; i < kBlocks; ++i) block(i);
         } else if (ws != nullptr) {
           // The run's last piece, inside a sequence: blocks -1..7 with A rows outside [lead, end)
           // masked (rows before lead are zero in the tile; those past end are the next run's).
@@ -347,14 +382,9 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
               const int r = ra + kOff[k];
               a[k] = r >= lead && r < end ? lds16(dyt, r, grp) : zero4;
             }
-            uint4 b[4] = {fill4, fill4, fill4, fill4};
-            if (lag_lane) {
-              const int rb = L.Hx + t0 + 2 * qq - 16 * gq;
-              b[0] = lds16(xt, rb, grp);
-              b[1] = lds16(xt, rb + 1, grp);
-              b[2] = lds16(xt, rb + 8, grp);
-              b[3] = lds16(xt, rb + 9, grp);
-            }
+            uint4 b[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) b[k] = lds16_at((lag_lane ? xt : fill_tile) + i * b_step + b_off[k]);
 #pragma unroll
             for (int ch = 0; ch < 8; ++ch) {
               const unsigned a8 = pair_of(a[2], a[3], ch);
@@ -367,15 +397,24 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
         float acc[8][4];
 #pragma unroll
         for (int ch = 0; ch < 8; ++ch) acc[ch][0] = acc[ch][1] = acc[ch][2] = acc[ch][3] = 0.0f;
-        for (int j = 0; j < L.J; ++j) {
-          const int rb = 16 * (gq + j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
-          const uint4 v0 = lds16(dyt, rb, grp), v1 = lds16(dyt, rb + 1, grp);
-          const uint4 v8 = lds16(dyt, rb + 8, grp), v9 = lds16(dyt, rb + 9, grp);
-          const int wi = (i0 + 16 * j - parity) / 2;
+        int d_off[4];  // B rows 2q + {0, 1, 8, 9} of a block
+        d_off[0] = chunk_offset(2 * qq, grp);
+        d_off[1] = chunk_offset(2 * qq + 1, grp);
+        d_off[2] = chunk_offset(2 * qq + 8, grp);
+        d_off[3] = chunk_offset(2 * qq + 9, grp);
+        // Byte addresses stepping a chunk (16 rows; 8 weight pairs) at a time: one add per load
+        // register, the rest immediates.
+        unsigned pd = smem_u32(dyt + gq * kBlockElems);
+        unsigned pw = smem_u32(wsm + (grp * 8 * 2 + parity) * kPairStride + (i0 - parity) / 2);
+#pragma unroll 1
+        for (int j = 0; j < L.J; ++j, pd += kBlockElems * 2, pw += 8 * 4) {
+          const uint4 v0 = lds16_sh(pd + 2 * d_off[0]), v1 = lds16_sh(pd + 2 * d_off[1]);  // B rows 2q, 2q+1, 2q+8, 2q+9
+          const uint4 v8 = lds16_sh(pd + 2 * d_off[2]), v9 = lds16_sh(pd + 2 * d_off[3]);  // of block g, chunk j
 #pragma unroll
           for (int ch = 0; ch < 8; ++ch) {
-            const unsigned* wc = wsm + ((grp * 8 + ch) * 2 + parity) * L.pairs + wi;
-            const unsigned af[4] = {wc[0], wc[-4], wc[4], wc[0]};
+            const unsigned wc = pw + ch * 2 * kPairStride * 4;  // pair i of channel ch: wc + 4 (i - i0)
+            const unsigned w0 = lds32_sh(wc);
+            const unsigned af[4] = {w0, lds32_sh(wc - 16), lds32_sh(wc + 16), w0};
             mma16816<T>(acc[ch], af, pair_of(v0, v1, ch), pair_of(v8, v9, ch));
           }
         }
@@ -466,6 +505,8 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
     cp_async_wait<0>();
 
     if (dw_warp && ws != nullptr && nch > 0) {
+      // (recomputed from `job`: kept live over the pieces they cost the dweight loop registers)
+      const std::int64_t run = job / g.ctiles, r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
       // Accumulator e of channel ch holds lag m = g + 8 (e >> 1) + 16 (2q + (e & 1)) (tap K-1-m)
       // in the columns below NB, and dbias at row 0 of column kOnes.
       float* out = ws + run * (L.K + 1) * C;
