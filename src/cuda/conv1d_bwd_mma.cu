@@ -140,38 +140,38 @@ __host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
   return (dy_bytes(l) + x_bytes(l)) * stages + weight_bytes(l) + kDxTileBytes;
 }
 
-/// Copies tile rows [0, rows) into a tile (layout: chunk_offset), row r holding position pos0 + r of
-/// sequence pc.s (channels [c0, c0 + 64)): the state before position 0 (when `state` is set:
-/// positions [-K+1, 0)), the data from position max(0, from) up to the sequence end, zeros
-/// elsewhere. Row bounds are ints (|rows| < 256) and a thread's rows are 64 apart, which keeps its
-/// chunk's place in the row, so a copy costs a few instructions (the general form was 17% of the
-/// kernel's instructions: ncu, H100, K = 32).
+/// Copies tile rows [0, rows) into a tile (layout: chunk_offset), this thread's 16-byte column
+/// (`bytes` of it inside the tensor): rows [r_data, r_end) from data + off + r * stride, rows
+/// [r_state, r_data) from state + soff + r * sstride, zeros elsewhere. Offsets are those of row 0
+/// at the thread's channel (formed for any row; only rows in range are read). A thread's rows are
+/// 64 apart, which keeps its chunk's place in the row: a copy is a few instructions (the general
+/// form, 64-bit positions per row, was 17% of the kernel's instructions: ncu, H100, K = 32).
 template <class T>
-__device__ __forceinline__ void load_tile(T* smem, const T* data, std::int64_t seq_offset0, std::int64_t seq_stride, const T* state,
-                                          std::int64_t state_offset0, std::int64_t state_stride, int H, std::int64_t pos0,
-                                          std::int64_t from, std::int64_t len, int rows, std::int64_t c0, std::int64_t C) {
+__device__ __forceinline__ void load_tile(T* smem, int rows, int bytes, const T* data, std::int64_t off, std::int64_t stride, int r_data,
+                                          int r_end, const T* state, std::int64_t soff, std::int64_t sstride, int r_state) {
   constexpr int kPerRow = 8, kRowStep = kThreads / kPerRow;
   static_assert(kRowStep % 16 == 0, "a thread's rows keep their chunk and step by whole blocks");
-  const int chunk = static_cast<int>(threadIdx.x) % kPerRow;
-  const std::int64_t c = c0 + chunk * 8;
-  const int bytes = c < C ? static_cast<int>(min64(8, C - c)) * 2 : 0;
-  auto row_of = [&](std::int64_t pos) { return static_cast<int>(max64(-1, min64(rows, pos - pos0))); };
-  const int r_state = state != nullptr ? row_of(-H) : row_of(0), r_data = row_of(max64(0, from)), r_end = row_of(len);
   int r = static_cast<int>(threadIdx.x) / kPerRow;
-  T* dst = smem + chunk_offset(r, chunk);
+  T* dst = smem + chunk_offset(r, static_cast<int>(threadIdx.x) % kPerRow);
+  off += r * stride;
+  soff += r * sstride;
 #pragma unroll
-  for (int k = 0; k < (256 + kRowStep - 1) / kRowStep; ++k, r += kRowStep, dst += kRowStep / 16 * kBlockElems) {
+  for (int k = 0; k < (256 + kRowStep - 1) / kRowStep; ++k) {
     if (r >= rows) break;
     const T* g = data;
     int n = 0;
     if (bytes > 0 && r >= r_data && r < r_end) {
-      g = data + seq_offset0 + (pos0 + r) * seq_stride + c;
+      g = data + off;
       n = bytes;
-    } else if (bytes > 0 && r >= r_state && r < row_of(0)) {
-      g = state + state_offset0 + (pos0 + r + H) * state_stride + c;
+    } else if (bytes > 0 && r >= r_state && r < r_data) {
+      g = state + soff;
       n = bytes;
     }
     cp_async16(dst, g, n);
+    r += kRowStep;
+    dst += kRowStep / 16 * kBlockElems;
+    off += kRowStep * stride;
+    soff += kRowStep * sstride;
   }
 }
 
@@ -182,6 +182,10 @@ struct StagePiece {
   std::int64_t s, first, len, pos;
   int n;
   bool open;  // the next piece continues this one (same sequence and run, >= 15 rows or to the end)
+  // The tiles' sources (channel c0): element offsets of tile row 0 in dy, x and the state, and the
+  // row ranges load_tile copies.
+  std::int64_t dy_off, x_off, st_off;
+  int dy_data, dy_end, x_state, x_data, x_end;
   __device__ Piece piece() const {
     Piece pc;
     pc.s = s;
@@ -280,16 +284,38 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
       // Open: the next piece continues this one and holds the 15 times its blocks reach past it
       // (or the sequence ends first).
       const bool open = pc.n > 0 && pc.pos + pc.n < pc.len && pc.first + min64(pc.len, pc.pos + pc.n + 15) <= walker.end;
-      ring[k % (kStages + 1)] = StagePiece{pc.s, pc.first, pc.len, pc.pos, pc.n, open};
+      StagePiece& sp = ring[k % (kStages + 1)];
+      sp.s = pc.s;
+      sp.first = pc.first;
+      sp.len = pc.len;
+      sp.pos = pc.pos;
+      sp.n = pc.n;
+      sp.open = open;
+      if (pc.n > 0) {
+        // dy rows: positions base.. from the piece's first position; x rows: positions base - Hx..,
+        // the state before position 0.
+        const std::int64_t base = pc.pos & ~15LL, xpos0 = base - L.Hx;
+        auto rows_to = [](std::int64_t pos, std::int64_t pos0, int rows) { return static_cast<int>(max64(0, min64(rows, pos - pos0))); };
+        sp.dy_off = q.offset(pc.s, pc.first, base, p.dy_batch_stride, p.dy_seq_stride) + c0;
+        sp.dy_data = static_cast<int>(pc.pos - base);
+        sp.dy_end = rows_to(pc.len, base, L.dy_rows);
+        sp.x_off = q.offset(pc.s, pc.first, 0, p.x_batch_stride, p.x_seq_stride) + xpos0 * p.x_seq_stride + c0;
+        sp.x_data = rows_to(0, xpos0, L.x_rows);
+        sp.x_end = rows_to(pc.len, xpos0, L.x_rows);
+        sp.x_state = init != nullptr ? rows_to(-L.H, xpos0, L.x_rows) : sp.x_data;
+        sp.st_off = pc.s * p.initial_state.batch_stride + (L.H + xpos0) * p.initial_state.seq_stride + c0;
+      }
     };
-    auto load = [&](int k) {  // everyone: piece k into stage k % kStages
+    // This thread's 16-byte column of the tiles: channels c0 + 8 (tid % 8).., `bytes` inside C.
+    const int col = static_cast<int>(threadIdx.x) % 8 * 8;
+    const int bytes = c0 + col < C ? static_cast<int>(min64(8, C - (c0 + col))) * 2 : 0;
+    auto load = [&](int k, int st) {  // everyone: piece k into stage st
       const StagePiece& sp = ring[k % (kStages + 1)];
       if (sp.n > 0) {
-        const std::int64_t base = sp.pos & ~15LL;
-        load_tile<T>(dy_stage(k % kStages), dy, q.offset(sp.s, sp.first, 0, p.dy_batch_stride, p.dy_seq_stride), p.dy_seq_stride, nullptr,
-                     0, 0, L.H, base, sp.pos, sp.len, L.dy_rows, c0, C);
-        load_tile<T>(x_stage(k % kStages), x, q.offset(sp.s, sp.first, 0, p.x_batch_stride, p.x_seq_stride), p.x_seq_stride, init,
-                     sp.s * p.initial_state.batch_stride, p.initial_state.seq_stride, L.H, base - L.Hx, 0, sp.len, L.x_rows, c0, C);
+        load_tile<T>(dy_stage(st), L.dy_rows, bytes, dy, sp.dy_off + col, p.dy_seq_stride, sp.dy_data, sp.dy_end, nullptr, 0, 0,
+                     sp.dy_data);
+        load_tile<T>(x_stage(st), L.x_rows, bytes, x, sp.x_off + col, p.x_seq_stride, sp.x_data, sp.x_end, init, sp.st_off + col,
+                     p.initial_state.seq_stride, sp.x_state);
       }
       cp_async_commit();
     };
@@ -300,17 +326,18 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
     }
     __syncthreads();
 #pragma unroll
-    for (int k = 0; k < kStages - 1; ++k) load(k);
+    for (int k = 0; k < kStages - 1; ++k) load(k, k);
     bool carried = false;  // the previous piece counted this one's first times (dweight, see below)
-    for (int it = 0;; ++it) {
+    int st = 0;            // the stage of piece `it`
+    for (int it = 0;; ++it, st = st + 1 == kStages ? 0 : st + 1) {
       cp_async_wait<kStages - 2>();  // piece `it` has landed (this thread's copies)
       __syncthreads();               // ... everyone's; and everyone is done with iteration it - 1
       const StagePiece pc = ring[it % (kStages + 1)];
       if (pc.n == 0) break;
-      load(it + kStages - 1);                         // into the stage iteration it - 1 used
+      load(it + kStages - 1, st == 0 ? kStages - 1 : st - 1);  // into the stage iteration it - 1 used
       if (threadIdx.x == 0) publish(it + kStages);  // into the slot of piece it - 1
-      const T* dyt = dy_stage(it % kStages);
-      const T* xt = x_stage(it % kStages);
+      const T* dyt = dy_stage(st);
+      const T* xt = x_stage(st);
       const int lead = static_cast<int>(pc.pos & 15), end = lead + pc.n;  // the piece's tile rows [lead, end)
       const std::int64_t base = pc.pos - lead;                            // position of tile row 0 (dy) / Hx (x)
       const bool at_end = pc.pos + pc.n == pc.len, open = pc.open;
