@@ -445,16 +445,16 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
             mma16816<T>(acc[ch], af, pair_of(v0, v1, ch), pair_of(v8, v9, ch));
           }
         }
-        // Accumulator e of channel ch is tile row 16 (2q + (e & 1)) + g + 8 (e >> 1).
-        bool bad = false;
+        // Accumulator e of channel ch is tile row 16 (2q + (e & 1)) + g + 8 (e >> 1). acc * 0
+        // summed is NaN once any accumulator is not finite: one FMA each (the rows outside the
+        // piece too: their dy are zeros or the next times, and a non-finite one only costs the
+        // exact path).
+        float poison = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
-          if (t >= lead && t < end)
+        for (int e = 0; e < 4; ++e)
 #pragma unroll
-            for (int ch = 0; ch < 8; ++ch) bad |= nonfinite(acc[ch][e]);
-        }
-        const bool exact = bad_weight || __any_sync(0xffffffffu, bad);
+          for (int ch = 0; ch < 8; ++ch) poison = fmaf(acc[ch][e], 0.0f, poison);
+        const bool exact = bad_weight || __any_sync(0xffffffffu, poison != 0.0f);
         if (!exact) {
           // The last K-1 positions of the sequence also take d_final_state, row pos - (len - (K-1)).
           const bool tail = dfs != nullptr && pc.pos + pc.n + L.H > pc.len;
