@@ -28,6 +28,7 @@ kernel[bwd_k32]=backward_tiled;     args[bwd_k32]="-K 32 --no-tensor-cores"
 kernel[bwdmma_k16]=backward_mma;    args[bwdmma_k16]="-K 16"
 kernel[bwdmma_k32]=backward_mma;    args[bwdmma_k32]="-K 32"
 kernel[bwdmma_k64]=backward_mma;    args[bwdmma_k64]="-K 64"
+kernel[bwdmma_k32_varlen]=backward_mma; args[bwdmma_k32_varlen]="-K 32 --varlen 64 --state"
 kernel[bwd_k4_silu]=backward_tiled; args[bwd_k4_silu]="-K 4 --silu"
 kernel[decode]=update_kernel;       args[decode]="--decode"
 cases=${*:-fwd_k4 fwd_k16 mma_k32 bwd_k4 bwd_k16 bwd_k32 bwdmma_k32 bwd_k4_silu decode}
