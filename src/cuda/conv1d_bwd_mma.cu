@@ -186,15 +186,6 @@ struct StagePiece {
   // row ranges load_tile copies.
   std::int64_t dy_off, x_off, st_off;
   int dy_data, dy_end, x_state, x_data, x_end;
-  __device__ Piece piece() const {
-    Piece pc;
-    pc.s = s;
-    pc.first = first;
-    pc.len = len;
-    pc.pos = pos;
-    pc.n = n;
-    return pc;
-  }
 };
 
 template <class T, int kStages>
