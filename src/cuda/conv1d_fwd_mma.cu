@@ -20,9 +20,10 @@
 // 8 channels of 4 output times, so results leave as whole 16-byte row segments: no transposes.
 //
 // The Toeplitz zeros multiply inputs outside each output's window, so a non-finite input would
-// leak into outputs the formula keeps finite. The kernel therefore checks its operands: a block
-// with a non-finite weight, or a warp whose tile holds a non-finite input, computes those outputs
-// with the plain (masked) sum instead, which follows the contract exactly.
+// leak into outputs the formula keeps finite. Any product with a non-finite operand leaves a
+// non-finite sum, so the kernel checks its sums: a block with a non-finite weight, or a warp
+// whose sums of a piece are not all finite, computes those outputs with the plain (masked) sum
+// instead, which follows the contract exactly.
 //
 // Status (H100, bf16, B=4 T=4096 C=4096): 0.137 ms at K <= 17 (J = 2), 0.160-0.167 ms at
 // K = 24-32, 0.195 ms at K = 64 (46% of the copy floor). y stores went 0.26 ms (fragment stores,
@@ -67,18 +68,6 @@ constexpr int kWeightPad = 32;  // w' [i + 32] = w[i]: fragment indices run from
 /// then land in eight different chunks.
 __device__ __forceinline__ int swizzle(int r) { return ((r >> 1) & 3) | ((r >> 2) & 4); }
 __device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
-
-/// acc + v * 0 on both halves: NaN in a half once a half of some `v` was infinite or NaN.
-template <class T>
-__device__ __forceinline__ unsigned poison(unsigned acc, unsigned v) {
-  unsigned r;
-  if constexpr (std::is_same_v<T, __half>) {
-    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
-  } else {
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0u), "r"(acc));
-  }
-  return r;
-}
 
 struct Layout {
   int K, H, J, Hp, tile_rows, pairs;  // pairs: 32-bit weight pairs per channel and parity
@@ -142,6 +131,13 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
   // i0 = H - 16 j + 2q - g; all three share i0's parity, which picks the even or odd copy.
   const int i0 = L.H + 2 * qq - gq + kWeightPad;  // (for j = 0, in w' indices)
   const int parity = i0 & 1;
+  int b_off[2][4];  // chunk 0's B rows of this lane, channel groups 2 warp + h
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    constexpr int kC[4] = {0, 1, 8, 9};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) b_off[h][k] = chunk_offset(L.Hp + 16 * gq + 2 * qq + kC[k], warp * 2 + h);
+  }
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = (job % g.ctiles) * kChannels;
@@ -204,32 +200,41 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int ch = 0; ch < 8; ++ch) acc[h][ch][0] = acc[h][ch][1] = acc[h][ch][2] = acc[h][ch][3] = bsm[(warp * 2 + h) * 8 + ch];
-      unsigned seen[2] = {0, 0};  // poison() of every B operand
+      // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j: rows Hp + 16 (g - j) + 2q + {0, 1, 8, 9}.
+      // 16 rows down flips bit 2 of the swizzle: chunk j's offsets are chunk 0's minus 1024 j,
+      // XOR 32 for odd j (the offsets computed row by row were 60 of ~530 instructions a chunk).
       for (int j = 0; j < L.J; ++j) {
-        const int rb = L.Hp + 16 * (gq - j) + 2 * qq;  // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j
-        const int wi = (i0 - 16 * j - parity) / 2;     // pair index of i0 in its copy
+        const int wi = (i0 - 16 * j - parity) / 2;  // pair index of i0 in its copy
+        const int shift = -j * 16 * kChannels, flip = (j & 1) * 32;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int grp = warp * 2 + h;  // channels past C are zeros in the tile and the weights
-          const uint4 v0 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb, grp));
-          const uint4 v1 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb + 1, grp));
-          const uint4 v8 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb + 8, grp));
-          const uint4 v9 = *reinterpret_cast<const uint4*>(rows + chunk_offset(rb + 9, grp));
+          const uint4 v0 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][0] + shift) ^ flip));
+          const uint4 v1 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][1] + shift) ^ flip));
+          const uint4 v8 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][2] + shift) ^ flip));
+          const uint4 v9 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][3] + shift) ^ flip));
 #pragma unroll
           for (int ch = 0; ch < 8; ++ch) {
-            const unsigned b0 = pair_of(v0, v1, ch), b1 = pair_of(v8, v9, ch);
-            seen[h] = poison<T>(poison<T>(seen[h], b0), b1);
             const unsigned* wc = wsm + ((grp * 8 + ch) * 2 + parity) * L.pairs + wi;
             const unsigned a[4] = {wc[0], wc[-4], wc[4], wc[0]};
-            mma16816<T>(acc[h][ch], a, b0, b1);
+            mma16816<T>(acc[h][ch], a, pair_of(v0, v1, ch), pair_of(v8, v9, ch));
           }
         }
       }
+      // The Toeplitz zeros multiply inputs outside each output's window; any product with a
+      // non-finite operand leaves a non-finite sum, so a group whose sums are not all finite
+      // (acc * 0 summed: NaN) is recomputed term by term below. (Checking the B operands instead
+      // was 32 packed FMAs a chunk.)
       bool exact[2];
       int nch[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        exact[h] = bad_weight || __any_sync(0xffffffffu, nonfinite_pair<T>(seen[h]));
+        float chk = 0.0f;
+#pragma unroll
+        for (int ch = 0; ch < 8; ++ch)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) chk = fmaf(acc[h][ch][e], 0.0f, chk);
+        exact[h] = bad_weight || __any_sync(0xffffffffu, chk != 0.0f);
         nch[h] = static_cast<int>(max64(0, min64(8, C - (c0 + (warp * 2 + h) * 8))));
       }
       // y goes back into the warp's own chunks of the tile (no other warp reads them), then the
