@@ -1,10 +1,11 @@
 // CUDA backward of the depthwise causal conv1d: dx, dweight, dbias and d_initial_state in one
 // pass over x and dy, through the fused SiLU and with states and packed sequences.
 //
-// Kernel versions: calls with 16-byte aligned x / dy (pair-aligned dx) and K <= 64 go to the
-// pipelined shared-memory kernel (v8, conv1d_bwd_tiled.cu); the register-window kernels below
-// (v1-v7) take the rest. Both write per-tile partials that finish_backward reduces here, after
-// d_initial_state.
+// Kernel versions: bf16/f16 calls without SiLU, 17 <= K <= 112 and 16-byte aligned rows go to the
+// tensor-core kernel (v11, conv1d_bwd_mma.cu); other calls with 16-byte aligned x / dy
+// (pair-aligned dx) and K <= 64 to the pipelined shared-memory kernel (v8, conv1d_bwd_tiled.cu);
+// the register-window kernels below (v1-v7) take the rest. All write per-tile partials that
+// finish_backward reduces here, after d_initial_state.
 //
 //   g         = dy, or dy * silu'(z) with z recomputed from x in registers
 //   dx[s,i,c] = sum_{k<K} w[c,k] * g[s, i+K-1-k, c]  (terms past the sequence end dropped)

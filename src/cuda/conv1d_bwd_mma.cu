@@ -69,7 +69,7 @@ constexpr int kChannels = 64;
 constexpr int kRows = 128;  // rows of a piece: the dx product's 8 blocks of 16
 constexpr int kPad = 16;    // reversed weights w''[i + 16] = wr[i]: fragment indices run from -15
 constexpr int kOnes = 7;    // the dweight B column of ones: D[0][kOnes] is dbias
-constexpr int kBlocks = kRows / 16;  // dweight blocks of a piece (and one before it at a segment's start)
+constexpr int kBlocks = kRows / 16;  // dweight blocks of a piece (and block -1 when no piece carries into it)
 /// Tile layout: rows of 64 16-bit channels are eight 16-byte chunks, chunk c of row r at c ^ (r & 7),
 /// and each block of 16 rows is followed by 16 bytes of padding (kBlockElems = 16 rows + 8).
 /// The XOR puts a quarter warp's dweight A rows (g + 2q) in distinct chunks; the padding shifts
@@ -386,8 +386,9 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
             }
           }
         } else if (ws != nullptr) {
-          // The run's last piece, inside a sequence: blocks -1..7 with A rows outside [lead, end)
-          // masked (rows before lead are zero in the tile; those past end are the next run's).
+          // A piece inside a sequence that the next one does not continue (the run ends within 15
+          // rows of its end): blocks -1 (unless carried) to 7 with A rows outside [lead, end)
+          // masked (rows before lead are zero in the tile; those past end are not its times).
 #pragma unroll 1
           for (int i = carried ? 0 : -1; i < kBlocks; ++i) {
             const int t0 = 16 * i;

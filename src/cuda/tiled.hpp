@@ -29,7 +29,7 @@ __host__ __device__ constexpr std::size_t tiled_stage_bytes(std::size_t elem_byt
 struct TiledGrid {
   std::int64_t rows = 0;      // flat tokens
   std::int64_t ctiles = 1;    // channel tiles
-  std::int64_t run_rows = 64; // a multiple of the 64-row piece
+  std::int64_t run_rows = 64; // a multiple of the piece (64 rows; 128 in the tensor-core kernels)
   std::int64_t runs = 1;
   std::int64_t jobs = 1;
   unsigned grid = 1;

@@ -1,4 +1,6 @@
-// Shared-memory tiles for the pipelined kernels (conv1d_fwd_tiled.cu, conv1d_bwd_tiled.cu).
+// Shared-memory tiles for the pipelined kernels (conv1d_fwd_tiled.cu, conv1d_bwd_tiled.cu; the
+// tensor-core kernels use the cp.async helpers, PieceWalker and RowSource with their own tile
+// layouts and 128-row pieces).
 //
 // A block owns a tile of kTileC = 64 channels and a run of flat tokens. It cuts the run into
 // pieces of at most kPieceRows rows that never cross a sequence boundary, and copies each piece,
@@ -110,8 +112,8 @@ struct Piece {
   int n = 0;               // rows; 0 once the run is exhausted
 };
 
-/// Walks the pieces of the flat rows [begin, end), cut at `max_rows` (<= kPieceRows) and at
-/// sequence ends.
+/// Walks the pieces of the flat rows [begin, end), cut at `max_rows` (kPieceRows for the FMA tile
+/// kernels, 128 for the tensor-core ones) and at sequence ends.
 struct PieceWalker {
   SeqView q;
   std::int64_t s, first, len, pos, end;
