@@ -19,7 +19,7 @@
 // sequence alone. Per piece a cp.async pipeline (kStages) brings
 //   dy at [base, base + 128 + 16 (J-1))   (zero past the sequence end and before the piece)
 //   x  at [base - 16 NB, base + 128)      (NB = ceil(K/16) lag columns; the state or zeros before 0)
-// into shared memory, rows of 64 channels in 16-byte chunks (layout: tile_offset()).
+// into shared memory, rows of 64 channels in 16-byte chunks (layout: chunk_offset()).
 // 16 warps: warp w < 8 keeps the dweight sums of channel group w (8 channels) in registers for the
 // whole run; warp 8 + w computes that group's dx, stages it in its own chunks of a dx tile and,
 // with the other dx warps, writes whole 16-byte row segments. (One warp doing both needed 198
@@ -74,9 +74,10 @@ constexpr int kBlocks = kRows / 16;  // dweight blocks of a piece (and block -1 
 /// and each block of 16 rows is followed by 16 bytes of padding (kBlockElems = 16 rows + 8).
 /// The XOR puts a quarter warp's dweight A rows (g + 2q) in distinct chunks; the padding shifts
 /// rows 16 apart by one chunk's banks, which keeps the dx B rows (2q + 16 g) and the dweight B
-/// rows (2q - 16 g) apart too (measured against the plain XOR by (r ^ r >> 4) & 7: no bank
-/// conflicts on those, 1.2 wavefronts on the A rows), while row r + 16 i is simply 16 i rows
-/// further: a lane's operand addresses step by a constant from block to block.
+/// rows (2q - 16 g) in distinct banks too (counted per quarter warp, not measured; the A rows of
+/// the offsets 9 and 16 meet 2-way in one lane pair), while row r + 16 i is simply 16 i rows
+/// further: a lane's operand addresses step by a constant from block to block (the XOR by
+/// (r ^ r >> 4) & 7 it replaced made them depend on the block's parity).
 constexpr int kBlockElems = 16 * kChannels + 8;
 constexpr int kPadElems = kBlockElems;  // zero block before each dy tile: A rows of the block before a piece
 __host__ __device__ constexpr int tile_elems(int rows) { return rows / 16 * kBlockElems; }  // rows: a multiple of 16
