@@ -74,8 +74,8 @@ constexpr int kBlocks = kRows / 16;  // dweight blocks of a piece (and block -1 
 /// and each block of 16 rows is followed by 16 bytes of padding (kBlockElems = 16 rows + 8).
 /// The XOR puts a quarter warp's dweight A rows (g + 2q) in distinct chunks; the padding shifts
 /// rows 16 apart by one chunk's banks, which keeps the dx B rows (2q + 16 g) and the dweight B
-/// rows (2q - 16 g) in distinct banks too (counted per quarter warp, not measured; the A rows of
-/// the offsets 9 and 16 meet 2-way in one lane pair), while row r + 16 i is simply 16 i rows
+/// rows (2q - 16 g) in distinct banks too (counted per quarter warp, not measured; the A rows
+/// average 1.3 wavefronts a quarter warp, 2-way at most), while row r + 16 i is simply 16 i rows
 /// further: a lane's operand addresses step by a constant from block to block (the XOR by
 /// (r ^ r >> 4) & 7 it replaced made them depend on the block's parity).
 constexpr int kBlockElems = 16 * kChannels + 8;
