@@ -107,8 +107,9 @@ bool forward_mma(const detail::ForwardParams& p, const SeqView& q, std::int64_t 
 
 /// K range of the tensor-core backward (conv1d_bwd_mma.cu): its dweight product costs the same
 /// for any K up to 112 (lags in the 7 free columns of one mma). Measured on an H100 (bf16, B=4
-/// T=4096 C=4096), tensor cores vs FMA: K=9 0.297 / 0.200 ms, 16 0.300 / 0.225, 24 0.314 /
-/// 0.405, 32 0.317 / 0.502, 64 0.365 / 0.758, 100 0.435 / 35.1 (generic kernel).
+/// T=4096 C=4096), tensor cores (v11b, the version the bound was set with) vs FMA: K=9 0.297 /
+/// 0.200 ms, 16 0.300 / 0.225, 24 0.314 / 0.405, 32 0.317 / 0.502, 64 0.365 / 0.758, 100 0.435 /
+/// 35.1 (generic kernel); the final kernel (v11d): K=17 0.229, 32 0.240, 64 0.317, 100 0.360.
 constexpr std::int64_t kMmaBwdMinK = 17;
 constexpr std::int64_t kMmaBwdMaxK = 112;
 
