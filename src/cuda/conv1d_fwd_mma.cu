@@ -89,27 +89,11 @@ __host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
   return stage_bytes(l) * stages + weight_bytes(l) + kChannels * sizeof(float);
 }
 
-/// Like tile::load_rows for this kernel's swizzled 16-bit tile.
+/// tile::load_rows into this kernel's swizzled 16-bit tile.
 template <class T>
 __device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0,
                                            int rows, std::int64_t c0, std::int64_t C) {
-  constexpr int kPerRow = 8, kRowStep = kThreads / kPerRow;
-  const int chunk = static_cast<int>(threadIdx.x) % kPerRow;
-  const std::int64_t c = c0 + chunk * 8;
-  const int bytes = c < C ? static_cast<int>(min64(8, C - c)) * 2 : 0;
-  int r = static_cast<int>(threadIdx.x) / kPerRow;
-  std::int64_t pos = pos0 + r;
-  for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep) {
-    const bool copy = src.state != nullptr && pos >= -src.state_rows && bytes > 0;
-    const T* g = copy ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
-    cp_async16(smem + chunk_offset(r, chunk), g, copy ? bytes : 0);
-  }
-  const std::int64_t stride = src.seq_stride * kRowStep;
-  const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
-  for (; r < rows; r += kRowStep, pos += kRowStep, g += stride) {
-    const bool copy = pos < pc.len && bytes > 0;
-    cp_async16(smem + chunk_offset(r, chunk), copy ? g : src.data, copy ? bytes : 0);
-  }
+  load_rows_at<T, kThreads>(smem, [](int r, int chunk) { return chunk_offset(r, chunk); }, src, q, pc, pos0, rows, c0, C);
 }
 
 template <class T, int kStages>

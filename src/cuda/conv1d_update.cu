@@ -35,7 +35,7 @@ __device__ __forceinline__ std::int64_t slot_of(const UpdateParams& p, std::int6
 // Windowed kernel (K <= kMaxK): a block owns 64 channels x a group of batch rows; a thread owns
 // kVec channels of one row, so every row's chain (slot index, then state) runs in parallel.
 template <class T, int kMaxK, int kVec>
-__global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool packed_ok) {
+__global__ __launch_bounds__(kThreads, kMaxK <= 4 ? 9 : 1) void update_kernel(UpdateParams p, bool packed_ok) {
   constexpr int kLanesC = kTileC / kVec;           // threads along the channels of the tile
   constexpr int kRowsBlock = kThreads / kLanesC;   // batch rows of a block
   __shared__ float wsm[kMaxK][kTileC];             // slot j = tap j - (kMaxK - K); masked slots unused
@@ -54,21 +54,24 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
     const bool active = b < B && c0 < C;
     const int n = active ? static_cast<int>(min64(kVec, C - c0)) : 0;
     const bool packed = packed_ok && n == kVec;
-    __syncthreads();  // the previous job's readers are done with the weights
-    for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
-      const int cc = i / K, k = i % K;  // walks the weight rows in memory order
-      const std::int64_t c = ct0 + cc;
-      wsm[k + (kMaxK - K)][cc] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
-    }
-    for (int i = threadIdx.x; i < kTileC; i += kThreads) {
-      const std::int64_t c = ct0 + i;
-      bsm[i] = (p.bias != nullptr && c < C) ? load_any(p.bias, p.bdtype, c * p.bias_stride) : 0.0f;
-    }
-    __syncthreads();
-    if (!active) continue;
-    // The slot index, then the state rows. (Issuing these before the weight staging, to overlap
-    // the latencies, measured 2x slower: 19 -> 40 us at B=256, C=8192 on an H200.)
+    // The slot index, this thread's share of the weights and bias, then the state rows (once the
+    // slot is in) are all issued before the first barrier, so a thread waits for max(weights,
+    // slot -> state) rather than weights -> barrier -> slot -> state. (Tried in v8 with an f32 window, issuing the
+    // state first measured 2x slower: the window's registers then held 6 blocks an SM; kept as
+    // T it holds 9.)
     const std::int64_t slot = active ? slot_of(p, b) : -1;
+    // Raw bits, converted after the barrier, so these loads overlap each other and the state's.
+    constexpr int kWeightsPerThread = (kMaxK * kTileC + kThreads - 1) / kThreads;
+    unsigned wbits[kWeightsPerThread];
+#pragma unroll
+    for (int u = 0; u < kWeightsPerThread; ++u) {
+      const int i = static_cast<int>(threadIdx.x) + u * kThreads;
+      const std::int64_t c = ct0 + i / K;  // i walks the weight rows in memory order
+      wbits[u] = i < K * kTileC && c < C ? load_bits(p.weight, p.wdtype, c * p.w_channel_stride + (i % K) * p.w_width_stride) : 0u;
+    }
+    const std::int64_t cb = ct0 + static_cast<int>(threadIdx.x);
+    const bool has_bias = threadIdx.x < kTileC && p.bias != nullptr && cb < C;
+    const unsigned bbits = has_bias ? load_bits(p.bias, p.bdtype, cb * p.bias_stride) : 0u;
     const bool valid = active && slot >= 0 && slot < p.num_slots;
     T* st = state + (valid ? slot : 0) * p.state.batch_stride + c0;
     // win[j] = xe[t + j - (kMaxK - K)], kept as T and converted where used: for 16-bit types that
@@ -84,6 +87,15 @@ __global__ __launch_bounds__(kThreads) void update_kernel(UpdateParams p, bool p
       for (int j = 0; j < kMaxK - 1; ++j)
         if (j >= kMaxK - K) load_raw<T, kVec>(st + (j - (kMaxK - K)) * p.state.seq_stride, packed, n, win[j]);
     }
+    __syncthreads();  // the previous job's readers are done with the weights
+#pragma unroll
+    for (int u = 0; u < kWeightsPerThread; ++u) {
+      const int i = static_cast<int>(threadIdx.x) + u * kThreads;
+      if (i < K * kTileC) wsm[i % K + (kMaxK - K)][i / K] = bits_as_f32(wbits[u], p.wdtype);  // 0 bits: 0.0f
+    }
+    if (threadIdx.x < kTileC) bsm[threadIdx.x] = has_bias ? bits_as_f32(bbits, p.bdtype) : 0.0f;
+    __syncthreads();
+    if (!active) continue;
     T* yb = y + b * p.y_batch_stride + c0;
     if (!valid) {
       const float fill = slot == -1 ? 0.0f : NAN;

@@ -37,6 +37,21 @@ __device__ __forceinline__ float load_any(const void* p, DType dtype, std::int64
   return 0.0f;
 }
 
+/// load_any in two halves: the raw bits of element `i` (a 16-bit type in the low half), and
+/// their value as f32. Issuing several loads before converting any lets them overlap: load_any
+/// converts inside the dtype switch, so each load waits for its data before the next is issued.
+__device__ __forceinline__ unsigned load_bits(const void* p, DType dtype, std::int64_t i) {
+  return dtype == DType::f32 ? static_cast<const unsigned*>(p)[i] : static_cast<const unsigned short*>(p)[i];
+}
+__device__ __forceinline__ float bits_as_f32(unsigned bits, DType dtype) {
+  switch (dtype) {
+    case DType::f32: return __uint_as_float(bits);
+    case DType::bf16: return __uint_as_float(bits << 16);
+    case DType::f16: return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  }
+  return 0.0f;
+}
+
 /// Writes f32 `v` as element `i` of a runtime-typed buffer.
 __device__ __forceinline__ void store_any(void* p, DType dtype, std::int64_t i, float v) {
   switch (dtype) {
