@@ -54,6 +54,7 @@ using mma::pair_of;
 using tile::cp_async16;
 using tile::cp_async_commit;
 using tile::cp_async_wait;
+using tile::load_rows_at;
 using tile::Piece;
 using tile::PieceWalker;
 using tile::RowSource;
