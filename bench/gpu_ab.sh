@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A/B timings on the GPU machine, in the same call: the working tree (build-gpu, built by
-# bench/gpu_run.sh) against a base tree = the working tree with PATCH reverse-applied (for a
-# change under test: `git diff HEAD -- src > PATCH` before the call).
+# bench/gpu_run.sh) against a base tree = the working tree with PATCH reverse-applied
+# (`git diff BASE_COMMIT -- src > gpu_out/base.patch` before the call, with the patch carried:
+# the device copy's git metadata can be stale, so the base is rebuilt from the patch).
 #   bench/gpu_ab.sh build PATCH   copy the tree to $AB_BASE, reverse-apply PATCH, build its CLI
 #                                 (can run in the background while gpu_run.sh builds and tests)
 #   bench/gpu_ab.sh run           time each case with both CLIs, interleaved (new, base, new, base)
 # Cases are `shortconv bench --device cuda` argument lists, one per line of $AB_CASES (default
-# below). Prints the "fast" rows of each run; a summary line per case gives the medians.
+# below). Prints the "fast" rows of each run, prefixed new1/base1/new2/base2.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 base=${AB_BASE:-/tmp/shortconv-ab-base}
