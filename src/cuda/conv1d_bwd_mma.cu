@@ -455,7 +455,7 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
           for (int e = 0; e < 4; ++e) {
             const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
             if (t < lead || t >= end) continue;
-            if (tail) {
+            if (tail && nch > 0) {  // (no pointer into d_final_state for a group past C)
               const std::int64_t jr = base + t - (pc.len - L.H);
               if (jr >= 0) {
                 const T* f = dfs + pc.s * p.d_final_state.batch_stride + jr * p.d_final_state.seq_stride + cg;
@@ -503,11 +503,12 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
         const int chunk = tid % 8;
         const std::int64_t c = c0 + chunk * 8;
         const int n8 = static_cast<int>(max64(0, min64(8, C - c)));
-        if (staged[chunk] && n8 > 0) {
-          const int t0 = lead + tid / 8;
+        const int t0 = lead + tid / 8;
+        if (staged[chunk] && n8 > 0 && t0 < end) {
+          // dp is only ever formed for rows of the piece (no pointer past dx's last row).
           T* dp = dx + q.offset(pc.s, pc.first, base + t0, p.dx_batch_stride, p.dx_seq_stride) + c;
           const std::int64_t step = p.dx_seq_stride * (kDxThreads / 8);
-          for (int t = t0; t < end; t += kDxThreads / 8, dp += step) {
+          for (int t = t0;; dp += step) {
             const uint4 v = *reinterpret_cast<const uint4*>(dxt + dx_chunk_offset(t, chunk));
             if (n8 == 8) {
               *reinterpret_cast<uint4*>(dp) = v;
@@ -517,6 +518,8 @@ __global__ __launch_bounds__(kThreads, 1) void backward_mma_kernel(BackwardParam
               for (int ch = 0; ch < 8; ++ch)
                 if (ch < n8) dh[ch] = static_cast<unsigned short>((&v.x)[ch / 2] >> (16 * (ch & 1)));
             }
+            t += kDxThreads / 8;
+            if (t >= end) break;
           }
         }
       }

@@ -278,13 +278,14 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
         const int chunk = static_cast<int>(threadIdx.x) % 8;
         const std::int64_t cg = c0 + chunk * 8;
         const int n8 = static_cast<int>(max64(0, min64(8, C - cg)));
-        if (staged[chunk] && n8 > 0) {
+        const int t0 = lead + static_cast<int>(threadIdx.x) / 8;
+        if (staged[chunk] && n8 > 0 && t0 < lead + pc.n) {
           // Rows of a piece are consecutive positions of one sequence: one pointer steps down them
-          // (an offset computed per row was 14% of the kernel's instructions at K = 32).
-          const int t0 = lead + static_cast<int>(threadIdx.x) / 8;
+          // (an offset computed per row was 14% of the kernel's instructions at K = 32). It is
+          // only ever formed for rows of the piece (no pointer past y's last row).
           T* yp = y + q.offset(pc.s, pc.first, base + t0, p.y_batch_stride, p.y_seq_stride) + cg;
           const std::int64_t step = p.y_seq_stride * (kThreads / 8);
-          for (int t = t0; t < lead + pc.n; t += kThreads / 8, yp += step) {
+          for (int t = t0;; yp += step) {
             const uint4 v = *reinterpret_cast<const uint4*>(rows + chunk_offset(L.Hp + t, chunk));
             if (n8 == 8) {
               *reinterpret_cast<uint4*>(yp) = v;
@@ -296,6 +297,8 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
                 if (ch < n8) yh[ch] = static_cast<unsigned short>(words[ch / 2] >> (16 * (ch & 1)));
               }
             }
+            t += kThreads / 8;
+            if (t >= lead + pc.n) break;
           }
         }
       }
