@@ -190,6 +190,9 @@ __device__ __forceinline__ void load_rows_at(T* smem, At at, const RowSource<T>&
     const T* g = src.data + q.offset(pc.s, pc.first, pos0 + r, src.batch_stride, src.seq_stride) + c;
     for (; r < in_end; r += kRowStep, g += stride) cp_async16(smem + at(r, chunk), g, bytes);
   }
+  // Not unrolled: only a piece at a sequence end has these rows, and unrolled copies of this
+  // loop (16 a call site) grew the kernels' code for nothing.
+#pragma unroll 1
   for (; r < rows; r += kRowStep) cp_async16(smem + at(r, chunk), src.data, 0);
 }
 
