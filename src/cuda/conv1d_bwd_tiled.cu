@@ -111,8 +111,13 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
     for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
 
     auto load = [&](int st, const Piece& pc) {
-      load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
-      load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
+      if constexpr (sizeof(T) == 2 && kTokenSplit && kTaps == 8) {  // measured faster there (tile.cuh)
+        load_rows_per_row<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
+        load_rows_per_row<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
+      } else {
+        load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
+        load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
+      }
     };
     PieceWalker producer(q, r0, r1, piece_rows), consumer = producer;
 #pragma unroll

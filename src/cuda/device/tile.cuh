@@ -196,6 +196,35 @@ __device__ __forceinline__ void load_rows_at(T* smem, At at, const RowSource<T>&
   for (; r < rows; r += kRowStep) cp_async16(smem + at(r, chunk), src.data, 0);
 }
 
+/// The per-row form of load_rows: each row checks its position and picks its source (~17 SASS
+/// instructions a copy). Kept for the one kernel it measured faster in: the 16-bit backward for
+/// 4 < K <= 8 (H100, bf16 B=4 T=4096 C=4096 K=8: 163 us against 171-173 with the counted loop,
+/// while K = 4 went 178 -> 176 us and K = 16 226 -> 214 us with it; not profiled).
+template <class T, int kThreads>
+__device__ __forceinline__ void load_rows_per_row(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc,
+                                                  std::int64_t pos0, int rows, std::int64_t c0, std::int64_t C) {
+  constexpr int kPerRow = kTileC * static_cast<int>(sizeof(T)) / 16;
+  constexpr int kElems = 16 / static_cast<int>(sizeof(T));
+  constexpr int kRowStep = kThreads / kPerRow;
+  const int col = (static_cast<int>(threadIdx.x) % kPerRow) * kElems;
+  const std::int64_t c = c0 + col;
+  const int bytes = c < C ? static_cast<int>(min64(kElems, C - c)) * static_cast<int>(sizeof(T)) : 0;
+  int r = static_cast<int>(threadIdx.x) / kPerRow;
+  std::int64_t pos = pos0 + r;
+  T* dst = smem + r * kTileC + col;
+  for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC) {
+    const bool copy = src.state != nullptr && pos >= -src.state_rows && bytes > 0;
+    const T* g = copy ? src.state + pc.s * src.state_batch_stride + (src.state_rows + pos) * src.state_seq_stride + c : src.data;
+    cp_async16(dst, g, copy ? bytes : 0);
+  }
+  const std::int64_t stride = src.seq_stride * kRowStep;
+  const T* g = src.data + q.offset(pc.s, pc.first, pos, src.batch_stride, src.seq_stride) + c;
+  for (; r < rows; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC, g += stride) {
+    const bool copy = pos < pc.len && bytes > 0;
+    cp_async16(dst, copy ? g : src.data, copy ? bytes : 0);
+  }
+}
+
 /// load_rows_at for the FMA kernels' plain tile: rows of kTileC elements, chunk k at element 8k
 /// (16-bit) or 4k (f32).
 template <class T, int kThreads>
