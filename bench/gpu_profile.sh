@@ -30,6 +30,8 @@ kernel[bwdmma_k32]=backward_mma;    args[bwdmma_k32]="-K 32"
 kernel[bwdmma_k64]=backward_mma;    args[bwdmma_k64]="-K 64"
 kernel[bwdmma_k32_varlen]=backward_mma; args[bwdmma_k32_varlen]="-K 32 --varlen 64 --state"
 kernel[bwd_k4_silu]=backward_tiled; args[bwd_k4_silu]="-K 4 --silu"
+kernel[fwd_k4_silu]=forward_tiled;  args[fwd_k4_silu]="-K 4 --silu --bias"
+kernel[bwd_k8]=backward_tiled;      args[bwd_k8]="-K 8"
 kernel[decode]=update_kernel;       args[decode]="--decode"
 cases=${*:-fwd_k4 fwd_k16 mma_k32 bwd_k4 bwd_k16 bwd_k32 bwdmma_k32 bwd_k4_silu decode}
 
@@ -49,6 +51,7 @@ for c in $cases; do
   ncu -i "$work/$c.ncu-rep" --page source --csv --print-source sass >"$work/$c.sass.csv" 2>&1 || true
   grep -E "^    (Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|Issued Warp Per Scheduler|Eligible Warps Per Scheduler|Achieved Occupancy|Registers Per Thread|Block Limit Registers|Block Limit Shared Mem|Executed Instructions  )" "$work/$c.details.txt"
   grep -E "Stall|stall" "$work/$c.details.txt" | head -6
+  grep -E "pipeline is the|pipe is the|utilized pipeline" "$work/$c.details.txt" | head -2
 done
 tar -C "$work" -czf "$out/profile.tar.gz" --exclude='*.ncu-rep' .
 rm -rf "$work"
