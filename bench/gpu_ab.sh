@@ -9,7 +9,7 @@
 # Cases are `shortconv bench --device cuda` argument lists, one per line of $AB_CASES (default
 # below). Prints the "fast" rows of each run, prefixed new1/base1/new2/base2.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 base=${AB_BASE:-/tmp/shortconv-ab-base}
 new_cli=build-gpu/tools/shortconv
 base_cli=$base/build/tools/shortconv
@@ -26,7 +26,10 @@ case ${1:-} in
     echo "gpu_ab: base built"
     ;;
   run)
-    [ -x "$new_cli" ] && [ -x "$base_cli" ] || { echo "gpu_ab: build both first"; exit 1; }
+    if [ ! -x "$new_cli" ] || [ ! -x "$base_cli" ]; then
+      echo "gpu_ab: build both first"
+      exit 1
+    fi
     cases=${AB_CASES:-"--dtype bf16 -K 4
 --dtype bf16 -K 4 --silu --bias
 --dtype bf16 -B 1 -T 65536 -C 2048 -K 4

@@ -4,7 +4,7 @@
 # Logs and CSVs go to $OUT (the device tool's result folder) or ./gpu_out.
 # BENCH_ARGS is passed to bench/gpu_bench.py, e.g. BENCH_ARGS=--quick (2 shapes).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-$PWD/gpu_out}
 mkdir -p "$out"
 stages=${*:-all}
