@@ -53,11 +53,7 @@ __device__ __forceinline__ float2 lds2<float>(const float* rows, int row, int la
 }
 template <>
 __device__ __forceinline__ float2 lds2<__nv_bfloat16>(const __nv_bfloat16* rows, int row, int lane) {
-  // A bf16 is the top half of its f32: one shift and one mask, exactly __bfloat1622float2's
-  // values (which compiles the high half to a byte permute and a multiply: 3 instructions a
-  // pair instead of 2, in windows that convert every row they read).
-  const unsigned u = reinterpret_cast<const unsigned*>(rows + row * kTileC)[lane];
-  return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+  return __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(rows + row * kTileC)[lane]);
 }
 template <>
 __device__ __forceinline__ float2 lds2<__half>(const __half* rows, int row, int lane) {
