@@ -25,6 +25,8 @@ std::vector<Problem> cuda_problems() {
           Problem padded{2, T, 100, K, d, d, K % 2 == 1, false};
           padded.padded = true;
           out.push_back(padded);
+          // 16-bit blocks of two 64-channel tiles: the last block's second tile holds 8 channels.
+          out.push_back({1, T, 200, K, d, d, K % 2 == 0, false});
         }
       }
   }

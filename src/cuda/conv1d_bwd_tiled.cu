@@ -3,7 +3,10 @@
 // formulas; d_initial_state and the fixed-order reduction of the partials stay there).
 //
 // A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows (64 - (K-1)
-// with SiLU and K <= 16) inside one sequence (device/tile.cuh). Per piece at positions [p, p + n)
+// with SiLU and K <= 16) inside one sequence (device/tile.cuh). The 16-bit kernels for K <= 8
+// without SiLU take 128 channels a block instead: two 64-channel tiles, each with its own 4 warps
+// and its own part of shared memory, sharing the piece walk and the barriers (rows of 256 bytes
+// at the DRAM, as for f32; see conv1d_fwd_tiled.cu). Per piece at positions [p, p + n)
 // of sequence s, a cp.async pipeline (3 stages for 16-bit types, 2 for f32 or with SiLU) brings
 // into shared memory
 //   dy at [p, p + n + K - 1)            (zero past the sequence end: those terms are dropped)
@@ -63,7 +66,7 @@ __host__ __device__ int bwd_stages(bool silu) {
 }
 
 template <class T>
-std::size_t bwd_smem_bytes(const BwdTiles& t, int K, bool silu) {
+__host__ __device__ std::size_t bwd_smem_bytes(const BwdTiles& t, int K, bool silu) {
   return bwd_stages<T>(silu) * (tiled_stage_bytes(sizeof(T), t.x_rows) + tiled_stage_bytes(sizeof(T), t.dy_rows)) +
          tiled_stage_bytes(sizeof(float), t.g_rows) + static_cast<std::size_t>(K) * kTileC * sizeof(float);
 }
@@ -73,22 +76,33 @@ std::size_t bwd_smem_bytes(const BwdTiles& t, int K, bool silu) {
 // Otherwise warp w owns taps w, w + 4, ... (kTaps = K/4 rounded up) over every row.
 template <int kTaps, bool kTokenSplit>
 constexpr int kBwdMaxK = kTokenSplit ? kTaps : kWarps * kTaps;  // the widest K an instantiation takes
+// 64-channel tiles a block can take (the launch picks 1 or this; launch bounds are for this):
+// 2 for the 16-bit K <= 8 kernels, whose registers allow 4 blocks of 128 threads an SM.
+template <class T, int kTaps, bool kTokenSplit>
+constexpr int kMaxParts = sizeof(T) == 2 && kTokenSplit && kTaps <= 8 ? 2 : 1;
 
 template <class T, int kTaps, bool kTokenSplit>
-__global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 3)) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
+__global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
+                             (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 3) / kMaxParts<T, kTaps, kTokenSplit>) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int kMaxK = kBwdMaxK<kTaps, kTokenSplit>;
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
+  // The block's tiles (blockDim.x / 128 of them); this thread's tile, its index there, and the
+  // tile's part of shared memory (the layout below, once a tile).
+  constexpr bool kOne = kMaxParts<T, kTaps, kTokenSplit> == 1;
+  const int parts = kOne ? 1 : static_cast<int>(blockDim.x) / kThreads;
+  const int part = kOne ? 0 : static_cast<int>(threadIdx.x) / kThreads, tid = static_cast<int>(threadIdx.x) % kThreads;
+  unsigned char* const part_base = smem_raw + part * bwd_smem_bytes<T>(tl, K, p.silu);
   const std::size_t x_bytes = tiled_stage_bytes(sizeof(T), tl.x_rows), dy_bytes = tiled_stage_bytes(sizeof(T), tl.dy_rows);
   const int stages = bwd_stages<T>(p.silu);
-  auto x_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (x_bytes + dy_bytes)); };
-  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(smem_raw + st * (x_bytes + dy_bytes) + x_bytes); };
-  float* gsm = reinterpret_cast<float*>(smem_raw + stages * (x_bytes + dy_bytes));              // [g_rows][64]
-  float* wsm = reinterpret_cast<float*>(smem_raw + stages * (x_bytes + dy_bytes) + tiled_stage_bytes(sizeof(float), tl.g_rows));  // [K][64]
+  auto x_stage = [&](int st) { return reinterpret_cast<T*>(part_base + st * (x_bytes + dy_bytes)); };
+  auto dy_stage = [&](int st) { return reinterpret_cast<T*>(part_base + st * (x_bytes + dy_bytes) + x_bytes); };
+  float* gsm = reinterpret_cast<float*>(part_base + stages * (x_bytes + dy_bytes));              // [g_rows][64]
+  float* wsm = reinterpret_cast<float*>(part_base + stages * (x_bytes + dy_bytes) + tiled_stage_bytes(sizeof(float), tl.g_rows));  // [K][64]
 
   const std::int64_t C = p.shape.channels;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int lane = tid % 32, warp = tid / 32;
   const RowSource<T> xsrc{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
                           p.initial_state.batch_stride, p.initial_state.seq_stride, H};
   const RowSource<T> dysrc{static_cast<const T*>(p.dy), p.dy_batch_stride, p.dy_seq_stride, nullptr, 0, 0, H};
@@ -100,9 +114,9 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
   const int piece_rows = p.silu && K <= kGroupRows ? kPieceRows - H : kPieceRows;
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
-    const std::int64_t c0 = (job % g.ctiles) * kTileC, run = job / g.ctiles;
+    const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC, run = job / g.ctiles;  // (past C in a last part: no loads or stores)
     const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
-    stage_weights<kThreads>(wsm, p, K, c0, C);
+    stage_weights<kThreads>(wsm, p, K, c0, C, tid);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
     const float2 bias = p.silu ? bias_pair(p, c, nc) : float2{0.0f, 0.0f};
@@ -112,11 +126,11 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
 
     auto load = [&](int st, const Piece& pc) {
       if constexpr (sizeof(T) == 2 && kTokenSplit && kTaps == 8) {  // measured faster there (tile.cuh)
-        load_rows_per_row<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
-        load_rows_per_row<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
+        load_rows_per_row<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C, tid);
+        load_rows_per_row<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C, tid);
       } else {
-        load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C);
-        load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C);
+        load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C, tid);
+        load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C, tid);
       }
     };
     PieceWalker producer(q, r0, r1, piece_rows), consumer = producer;
@@ -270,14 +284,14 @@ __global__ __launch_bounds__(kThreads, (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 
     float* out = ws + run * (K + 1) * C;  // this run's [K+1][C]
     if constexpr (kTokenSplit) {
       // red[w][k][64]: warp w's partials (k = K: dbias), then summed over w in order.
-      float* red = reinterpret_cast<float*>(smem_raw);
+      float* red = reinterpret_cast<float*>(part_base);
       __syncthreads();  // every warp is done with the stages
 #pragma unroll
       for (int t = 0; t < kTaps; ++t)
         if (t < K) reinterpret_cast<float2*>(red + (warp * (K + 1) + t) * kTileC)[lane] = dw[t];
       reinterpret_cast<float2*>(red + (warp * (K + 1) + K) * kTileC)[lane] = db;
       __syncthreads();
-      for (int i = threadIdx.x; i < (K + 1) * kTileC; i += kThreads) {
+      for (int i = tid; i < (K + 1) * kTileC; i += kThreads) {
         const std::int64_t cc = c0 + i % kTileC;
         float sum = red[i];
 #pragma unroll
@@ -306,18 +320,24 @@ template <class T, int kTaps, bool kTokenSplit>
 bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
   const int K = static_cast<int>(p.shape.width);
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
-  const std::size_t smem = bwd_smem_bytes<T>(tl, K, p.silu);
+  std::size_t smem = bwd_smem_bytes<T>(tl, K, p.silu);  // a tile's part
   // The token split reduces its 4 warps' partials through the stage buffers.
   const std::size_t stages = bwd_stages<T>(p.silu) * (tiled_stage_bytes(sizeof(T), tl.x_rows) + tiled_stage_bytes(sizeof(T), tl.dy_rows));
   if (kTokenSplit && stages < static_cast<std::size_t>(kWarps) * (K + 1) * kTileC * sizeof(float)) return false;
   constexpr auto kernel = backward_tiled_kernel<T, kTaps, kTokenSplit>;
-  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
-  const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
-  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1);
+  // Two tiles a block where the kernel takes them, except with SiLU: its f32 g tile would leave
+  // room for one 256-thread block an SM (3 blocks of 128 with one tile).
+  const int parts = p.silu ? 1 : kMaxParts<T, kTaps, kTokenSplit>;
+  const int smem_max = set_max_dynamic_smem<kernel>(p.device_index);
+  if (smem > static_cast<std::size_t>(smem_max)) return false;
+  smem *= parts;
+  if (smem > static_cast<std::size_t>(smem_max)) return false;
+  const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1, kPieceRows, kTileC * parts);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) * static_cast<std::size_t>(p.shape.channels) * sizeof(float);
   SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));
-  kernel<<<g.grid, kThreads, smem, stream>>>(p, q, g, *partials);
+  kernel<<<g.grid, kThreads * parts, smem, stream>>>(p, q, g, *partials);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward (tiled) kernel launch");
   *runs = g.runs;
   return true;

@@ -94,7 +94,7 @@ __host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
 template <class T>
 __device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0,
                                            int rows, std::int64_t c0, std::int64_t C) {
-  load_rows_at<T, kThreads>(smem, [](int r, int chunk) { return chunk_offset(r, chunk); }, src, q, pc, pos0, rows, c0, C);
+  load_rows_at<T, kThreads>(smem, [](int r, int chunk) { return chunk_offset(r, chunk); }, src, q, pc, pos0, rows, c0, C, threadIdx.x);
 }
 
 template <class T, int kStages>

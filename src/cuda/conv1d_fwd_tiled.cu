@@ -2,8 +2,9 @@
 //
 //   z[s,p,c] = bias[c] + sum_{k<K} w[c,k] * xe[s, p+k-(K-1), c]     y = z or silu(z)
 //
-// A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows inside one
-// sequence (device/tile.cuh). Each piece lands in shared memory with its K-1 halo rows (x, the
+// A block owns 64 channels (f32, and 16-bit types at K > 16) or 128 (16-bit, K <= 16: two
+// 64-channel tiles, each with its own 4 warps, sharing the piece walk and the barriers) and a run
+// of flat tokens, cut into pieces of <= 64 rows inside one sequence (device/tile.cuh). Each piece lands in shared memory with its K-1 halo rows (x, the
 // initial state, or zeros) through a 3-stage (f32) or 4- to 6-stage (16-bit) cp.async pipeline, so
 // loads for later pieces are in flight while this one is computed. A warp computes 16 rows x 64
 // channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
@@ -23,35 +24,50 @@ namespace {
 using detail::ForwardParams;
 using namespace tile;
 
-constexpr int kThreads = 128;  // 4 warps: one row group of a 64-row piece each
-// Pieces in shared memory: kStages - 1 in flight while one is computed. 16-bit tiles are half the
-// bytes, so they take more stages: 6 for K <= 16 (3-4 blocks an SM; H100, bf16 B=4 T=4096
-// C=4096: K=16 121 -> 115 us against 4 stages, K=4 and K=8 unchanged), 4 for wider K, whose halo
-// rows would otherwise push the tile past the shared memory of smaller cards.
+constexpr int kThreads = 128;  // 4 warps a tile: one row group of a 64-row piece each
+// 64-channel tiles a block: 2 for 16-bit types at K <= 16, so that every row a block reads or
+// writes is 256 contiguous bytes, as it is for f32. A strip copy through shared memory with this
+// kernel's pipeline (bench/micro/tile_copy.cu, H100, a bf16 B=4 T=4096 C=4096 tensor) ran at
+// 87.4-88.1% of cudaMemcpy with 128-byte rows and 92.1-93.4% with 256-byte rows.
 template <class T, int kMaxK>
-constexpr int kStages = sizeof(T) == 4 ? 3 : (kMaxK <= 16 ? 6 : 4);
+constexpr int kTiles = sizeof(T) == 2 && kMaxK <= 16 ? 2 : 1;
+// Pieces in shared memory: kStages - 1 in flight while one is computed. 16-bit single tiles are
+// half the bytes, so they take 4 stages (wider K: more would push the tile past the shared
+// memory of smaller cards); the 128-channel 16-bit blocks 4 as well (the strip copy: 4 and 6
+// stages the same).
+template <class T, int kMaxK>
+constexpr int kStages = sizeof(T) == 4 ? 3 : 4;
+
+/// Shared memory of one 64-channel tile's part of a block: its stages and its weights.
+template <class T, int kMaxK>
+__host__ __device__ constexpr std::size_t tile_part_bytes(int K) {
+  return tiled_stage_bytes(sizeof(T), kPieceRows + K - 1) * kStages<T, kMaxK> + static_cast<std::size_t>(K) * kTileC * sizeof(float);
+}
 
 // kMaxK: the widest K an instantiation takes (K buckets 4, 16 and kTiledMaxK): the register
 // window then runs just the steps K can need.
 template <class T, int kMaxK>
-__global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
+__global__ __launch_bounds__(kThreads * kTiles<T, kMaxK>, 4 / kTiles<T, kMaxK>) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int kSt = kStages<T, kMaxK>;
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const int tile_rows = kPieceRows + H;
-  T* stage_base = reinterpret_cast<T*>(smem_raw);
-  float* wsm = reinterpret_cast<float*>(smem_raw + tiled_stage_bytes(sizeof(T), tile_rows) * kSt);  // [K][64]
+  // This thread's tile of the block (threads [128 part, 128 part + 128)) and its index there.
+  const int part = kTiles<T, kMaxK> == 1 ? 0 : static_cast<int>(threadIdx.x) / kThreads, tid = static_cast<int>(threadIdx.x) % kThreads;
+  unsigned char* part_base = smem_raw + part * tile_part_bytes<T, kMaxK>(K);
+  T* stage_base = reinterpret_cast<T*>(part_base);
+  float* wsm = reinterpret_cast<float*>(part_base + tiled_stage_bytes(sizeof(T), tile_rows) * kSt);  // [K][64]
   const std::int64_t C = p.shape.channels;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int lane = tid % 32, warp = tid / 32;
   RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
                    p.initial_state.batch_stride, p.initial_state.seq_stride, H};
   T* y = static_cast<T*>(p.y);
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
-    const std::int64_t c0 = (job % g.ctiles) * kTileC;
+    const std::int64_t c0 = ((job % g.ctiles) * kTiles<T, kMaxK> + part) * kTileC;  // (past C in a last part: no loads or stores)
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
-    stage_weights<kThreads>(wsm, p, K, c0, C);
+    stage_weights<kThreads>(wsm, p, K, c0, C, tid);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
     const float2 bias = bias_pair(p, c, nc);
@@ -60,7 +76,7 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
 #pragma unroll
     for (int st = 0; st < kSt - 1; ++st) {
       const Piece pc = producer.next();
-      if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C);
+      if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C, tid);
       cp_async_commit();
     }
     for (int it = 0;; ++it) {
@@ -68,7 +84,7 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
       if (pc.n == 0) break;
       const Piece pn = producer.next();
       if (pn.n > 0)
-        load_rows<T, kThreads>(stage_base + ((it + kSt - 1) % kSt) * tile_rows * kTileC, src, q, pn, pn.pos - H, pn.n + H, c0, C);
+        load_rows<T, kThreads>(stage_base + ((it + kSt - 1) % kSt) * tile_rows * kTileC, src, q, pn, pn.pos - H, pn.n + H, c0, C, tid);
       cp_async_commit();
       cp_async_wait<kSt - 1>();
       __syncthreads();  // this piece (and, on the first one, the weights) is in shared memory
@@ -100,13 +116,12 @@ __global__ __launch_bounds__(kThreads, 4) void forward_tiled_kernel(ForwardParam
 template <class T, int kMaxK>
 bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
   constexpr auto kernel = forward_tiled_kernel<T, kMaxK>;
-  const int tile_rows = static_cast<int>(tile::kPieceRows + p.shape.width - 1);
-  const std::size_t smem =
-      tiled_stage_bytes(sizeof(T), tile_rows) * kStages<T, kMaxK> + static_cast<std::size_t>(p.shape.width) * tile::kTileC * sizeof(float);
+  constexpr int kParts = kTiles<T, kMaxK>;
+  const std::size_t smem = tile_part_bytes<T, kMaxK>(static_cast<int>(p.shape.width)) * kParts;
   if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
-  const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
-  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2);
-  kernel<<<g.grid, kThreads, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
+  const std::int64_t resident = resident_blocks(kernel, kThreads * kParts, smem, sm_count(p.device_index));
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2, tile::kPieceRows, tile::kTileC * kParts);
+  kernel<<<g.grid, kThreads * kParts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
   return true;
 }

@@ -25,7 +25,7 @@ __host__ __device__ constexpr std::size_t tiled_stage_bytes(std::size_t elem_byt
   return static_cast<std::size_t>(rows) * 64 * elem_bytes;
 }
 
-/// Jobs are (channel tile of 64, run of run_rows flat tokens); blocks stride over them.
+/// Jobs are (channel tile of 64 or 128, run of run_rows flat tokens); blocks stride over them.
 struct TiledGrid {
   std::int64_t rows = 0;      // flat tokens
   std::int64_t ctiles = 1;    // channel tiles
@@ -44,12 +44,12 @@ inline bool rows_aligned16(const void* ptr, std::int64_t batch_stride, std::int6
 
 /// Runs long enough that every resident block gets about `waves` jobs (one wave when waves is 1:
 /// a block then owns one run, which keeps per-block workspaces to one per resident block). Runs
-/// are whole pieces of `piece_rows`.
+/// are whole pieces of `piece_rows`; a job spans `tile_channels` channels.
 inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves,
-                                 std::int64_t piece_rows = 64) {
+                                 std::int64_t piece_rows = 64, std::int64_t tile_channels = 64) {
   TiledGrid g;
   g.rows = rows;
-  g.ctiles = (channels + 63) / 64;
+  g.ctiles = (channels + tile_channels - 1) / tile_channels;
   const std::int64_t pieces = (rows + piece_rows - 1) / piece_rows;
   const std::int64_t want_jobs = std::max<std::int64_t>(1, resident_blocks * waves);
   const std::int64_t runs_wanted = std::max<std::int64_t>(1, want_jobs / g.ctiles);

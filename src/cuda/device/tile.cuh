@@ -162,21 +162,22 @@ struct RowSource {
 /// tile rows [0, rows); `at(r, chunk)` is the element offset of 16-byte chunk `chunk` of tile row
 /// r (the layouts differ between kernels). Positions before 0 come from the state (or are zero),
 /// positions at or past the sequence end are zero, and so are channels at or past C. Issued by
-/// all kThreads threads; completes on the caller's cp.async group. A thread keeps one chunk column
+/// the kThreads threads tid = 0 .. kThreads-1 (a block may hold several such groups, one a
+/// tile); completes on the caller's cp.async group. A thread keeps one chunk column
 /// and steps down the rows. The rows inside the sequence are counted once, so their loop is a
 /// pointer add and the copy: the per-row position checks and selects it replaced were ~17
 /// instructions a copy (SASS, bf16 forward), against ~8 FMAs an element.
 template <class T, int kThreads, class At>
 __device__ __forceinline__ void load_rows_at(T* smem, At at, const RowSource<T>& src, const SeqView& q, const Piece& pc,
-                                             std::int64_t pos0, int rows, std::int64_t c0, std::int64_t C) {
+                                             std::int64_t pos0, int rows, std::int64_t c0, std::int64_t C, int tid) {
   constexpr int kPerRow = kTileC * static_cast<int>(sizeof(T)) / 16;  // 16-byte chunks in a row
   constexpr int kElems = 16 / static_cast<int>(sizeof(T));
   constexpr int kRowStep = kThreads / kPerRow;
   static_assert(kThreads % kPerRow == 0, "a thread keeps one column");
-  const int chunk = static_cast<int>(threadIdx.x) % kPerRow;
+  const int chunk = tid % kPerRow;
   const std::int64_t c = c0 + chunk * kElems;
   const int bytes = c < C ? static_cast<int>(min64(kElems, C - c)) * static_cast<int>(sizeof(T)) : 0;
-  int r = static_cast<int>(threadIdx.x) / kPerRow;
+  int r = tid / kPerRow;
   // Rows before position 0 (only in a piece at a sequence start): the state, or zeros.
   for (std::int64_t pos = pos0 + r; r < rows && pos < 0; r += kRowStep, pos += kRowStep) {
     const bool copy = src.state != nullptr && pos >= -src.state_rows && bytes > 0;
@@ -202,14 +203,14 @@ __device__ __forceinline__ void load_rows_at(T* smem, At at, const RowSource<T>&
 /// while K = 4 went 178 -> 176 us and K = 16 226 -> 214 us with it; not profiled).
 template <class T, int kThreads>
 __device__ __forceinline__ void load_rows_per_row(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc,
-                                                  std::int64_t pos0, int rows, std::int64_t c0, std::int64_t C) {
+                                                  std::int64_t pos0, int rows, std::int64_t c0, std::int64_t C, int tid) {
   constexpr int kPerRow = kTileC * static_cast<int>(sizeof(T)) / 16;
   constexpr int kElems = 16 / static_cast<int>(sizeof(T));
   constexpr int kRowStep = kThreads / kPerRow;
-  const int col = (static_cast<int>(threadIdx.x) % kPerRow) * kElems;
+  const int col = (tid % kPerRow) * kElems;
   const std::int64_t c = c0 + col;
   const int bytes = c < C ? static_cast<int>(min64(kElems, C - c)) * static_cast<int>(sizeof(T)) : 0;
-  int r = static_cast<int>(threadIdx.x) / kPerRow;
+  int r = tid / kPerRow;
   std::int64_t pos = pos0 + r;
   T* dst = smem + r * kTileC + col;
   for (; r < rows && pos < 0; r += kRowStep, pos += kRowStep, dst += kRowStep * kTileC) {
@@ -229,9 +230,9 @@ __device__ __forceinline__ void load_rows_per_row(T* smem, const RowSource<T>& s
 /// (16-bit) or 4k (f32).
 template <class T, int kThreads>
 __device__ __forceinline__ void load_rows(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0,
-                                          int rows, std::int64_t c0, std::int64_t C) {
+                                          int rows, std::int64_t c0, std::int64_t C, int tid) {
   constexpr int kElems = 16 / static_cast<int>(sizeof(T));
-  load_rows_at<T, kThreads>(smem, [](int r, int chunk) { return r * kTileC + chunk * kElems; }, src, q, pc, pos0, rows, c0, C);
+  load_rows_at<T, kThreads>(smem, [](int r, int chunk) { return r * kTileC + chunk * kElems; }, src, q, pc, pos0, rows, c0, C, tid);
 }
 
 // ---- the sliding-window product on a tile -----------------------------------------------------
@@ -309,8 +310,8 @@ __device__ __forceinline__ void mask_sequence_start(float2 (&acc)[kN], float2 in
 /// Stages the weights of channels [c0, c0 + kTileC) as f32 [K][kTileC] in shared memory (zeros
 /// past C); P is ForwardParams or BackwardParams. The caller synchronises before reading.
 template <int kThreads, class P>
-__device__ __forceinline__ void stage_weights(float* wsm, const P& p, int K, std::int64_t c0, std::int64_t C) {
-  for (int i = threadIdx.x; i < K * kTileC; i += kThreads) {
+__device__ __forceinline__ void stage_weights(float* wsm, const P& p, int K, std::int64_t c0, std::int64_t C, int tid) {
+  for (int i = tid; i < K * kTileC; i += kThreads) {
     const int k = i / kTileC;
     const std::int64_t c = c0 + i % kTileC;
     wsm[i] = c < C ? load_any(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0.0f;
