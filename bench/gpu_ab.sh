@@ -6,6 +6,8 @@
 #   bench/gpu_ab.sh build PATCH   copy the tree to $AB_BASE, reverse-apply PATCH, build its CLI
 #                                 (can run in the background while gpu_run.sh builds and tests)
 #   bench/gpu_ab.sh run           time each case with both CLIs, interleaved (new, base, new, base)
+#   bench/gpu_ab.sh ncu REGEX     one ncu launch of the kernels matching REGEX for each case and
+#                                 CLI: duration, instructions, DRAM bytes, launch geometry
 # Cases are `shortconv bench --device cuda` argument lists, one per line of $AB_CASES (default
 # below). Prints the "fast" rows of each run, prefixed new1/base1/new2/base2.
 set -uo pipefail
@@ -48,8 +50,24 @@ case ${1:-} in
       done
     done <<<"$cases"
     ;;
+  ncu)
+    regex=${2:?usage: gpu_ab.sh ncu KERNEL_REGEX}
+    metrics=gpu__time_duration.sum,smsp__inst_executed.sum,dram__bytes_read.sum,dram__bytes_write.sum,\
+dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active,\
+launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active
+    while IFS= read -r args; do
+      [ -z "$args" ] && continue
+      for which in new base; do
+        cli=$new_cli; [ $which = base ] && cli=$base_cli
+        echo "== $which: $args"
+        # shellcheck disable=SC2086  # args is a word list
+        timeout 120 ncu --clock-control none --metrics "$metrics" -k "regex:$regex" -s 3 -c 1 \
+          "$cli" bench --device cuda $args --iters 5 --no-graph 2>&1 | grep -E "^ +(gpu__|smsp__|dram__|launch__|sm__)"
+      done
+    done <<<"${AB_CASES:---dtype bf16 -K 4}"
+    ;;
   *)
-    echo "usage: gpu_ab.sh build PATCH | run"
+    echo "usage: gpu_ab.sh build PATCH | run | ncu REGEX"
     exit 2
     ;;
 esac

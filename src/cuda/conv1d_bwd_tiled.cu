@@ -116,7 +116,6 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC, run = job / g.ctiles;  // (past C in a last part: no loads or stores)
     const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
-    stage_weights<kThreads>(wsm, p, K, c0, C, tid);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
     const float2 bias = p.silu ? bias_pair(p, c, nc) : float2{0.0f, 0.0f};
@@ -142,6 +141,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       }
       cp_async_commit();  // (an empty group past `stages`: the wait below counts the same)
     }
+    stage_weights<kThreads>(wsm, p, K, c0, C, tid);  // after the first copies (see conv1d_fwd_tiled.cu)
     for (int it = 0;; ++it) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
@@ -327,12 +327,11 @@ bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, 
   constexpr auto kernel = backward_tiled_kernel<T, kTaps, kTokenSplit>;
   // Two tiles a block where the kernel takes them, except with SiLU: its f32 g tile would leave
   // room for one 256-thread block an SM (3 blocks of 128 with one tile).
-  const int parts = p.silu ? 1 : kMaxParts<T, kTaps, kTokenSplit>;
-  const int smem_max = set_max_dynamic_smem<kernel>(p.device_index);
+  const int smem_max = set_max_dynamic_smem<kernel>(p.device_index), sms = sm_count(p.device_index);
   if (smem > static_cast<std::size_t>(smem_max)) return false;
+  const int parts = tiled_parts(kernel, p.silu ? 1 : kMaxParts<T, kTaps, kTokenSplit>, smem, smem_max, rows, p.shape.channels, sms);
   smem *= parts;
-  if (smem > static_cast<std::size_t>(smem_max)) return false;
-  const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sm_count(p.device_index));
+  const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sms);
   const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1, kPieceRows, kTileC * parts);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) * static_cast<std::size_t>(p.shape.channels) * sizeof(float);

@@ -25,12 +25,13 @@ using detail::ForwardParams;
 using namespace tile;
 
 constexpr int kThreads = 128;  // 4 warps a tile: one row group of a 64-row piece each
-// 64-channel tiles a block: 2 for 16-bit types at K <= 16, so that every row a block reads or
-// writes is 256 contiguous bytes, as it is for f32. A strip copy through shared memory with this
-// kernel's pipeline (bench/micro/tile_copy.cu, H100, a bf16 B=4 T=4096 C=4096 tensor) ran at
-// 87.4-88.1% of cudaMemcpy with 128-byte rows and 92.1-93.4% with 256-byte rows.
+// 64-channel tiles a block can take (tiled_parts picks 1 or this; launch bounds are for this): 2
+// for 16-bit types at K <= 16, so that every row a block reads or writes is 256 contiguous bytes,
+// as it is for f32. A strip copy through shared memory with this kernel's pipeline
+// (bench/micro/tile_copy.cu, H100, a bf16 B=4 T=4096 C=4096 tensor) ran at 87.4-88.1% of
+// cudaMemcpy with 128-byte rows and 92.1-93.4% with 256-byte rows.
 template <class T, int kMaxK>
-constexpr int kTiles = sizeof(T) == 2 && kMaxK <= 16 ? 2 : 1;
+constexpr int kMaxTiles = sizeof(T) == 2 && kMaxK <= 16 ? 2 : 1;
 // Pieces in shared memory: kStages - 1 in flight while one is computed. 16-bit single tiles are
 // half the bytes, so they take 4 stages (wider K: more would push the tile past the shared
 // memory of smaller cards); the 128-channel 16-bit blocks 4 as well (the strip copy: 4 and 6
@@ -47,13 +48,16 @@ __host__ __device__ constexpr std::size_t tile_part_bytes(int K) {
 // kMaxK: the widest K an instantiation takes (K buckets 4, 16 and kTiledMaxK): the register
 // window then runs just the steps K can need.
 template <class T, int kMaxK>
-__global__ __launch_bounds__(kThreads * kTiles<T, kMaxK>, 4 / kTiles<T, kMaxK>) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
+__global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kMaxK>) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int kSt = kStages<T, kMaxK>;
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const int tile_rows = kPieceRows + H;
-  // This thread's tile of the block (threads [128 part, 128 part + 128)) and its index there.
-  const int part = kTiles<T, kMaxK> == 1 ? 0 : static_cast<int>(threadIdx.x) / kThreads, tid = static_cast<int>(threadIdx.x) % kThreads;
+  // The block's tiles (blockDim.x / 128 of them), this thread's tile (threads [128 part, 128 part
+  // + 128)) and its index there.
+  constexpr bool kOne = kMaxTiles<T, kMaxK> == 1;
+  const int parts = kOne ? 1 : static_cast<int>(blockDim.x) / kThreads;
+  const int part = kOne ? 0 : static_cast<int>(threadIdx.x) / kThreads, tid = static_cast<int>(threadIdx.x) % kThreads;
   unsigned char* part_base = smem_raw + part * tile_part_bytes<T, kMaxK>(K);
   T* stage_base = reinterpret_cast<T*>(part_base);
   float* wsm = reinterpret_cast<float*>(part_base + tiled_stage_bytes(sizeof(T), tile_rows) * kSt);  // [K][64]
@@ -64,14 +68,9 @@ __global__ __launch_bounds__(kThreads * kTiles<T, kMaxK>, 4 / kTiles<T, kMaxK>) 
   T* y = static_cast<T*>(p.y);
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
-    const std::int64_t c0 = ((job % g.ctiles) * kTiles<T, kMaxK> + part) * kTileC;  // (past C in a last part: no loads or stores)
+    const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC;  // (past C in a last part: no loads or stores)
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
-    stage_weights<kThreads>(wsm, p, K, c0, C, tid);
-    const std::int64_t c = c0 + 2 * lane;
-    const int nc = static_cast<int>(max64(0, min64(2, C - c)));
-    const float2 bias = bias_pair(p, c, nc);
-
     PieceWalker producer(q, r0, r1), consumer = producer;
 #pragma unroll
     for (int st = 0; st < kSt - 1; ++st) {
@@ -79,6 +78,12 @@ __global__ __launch_bounds__(kThreads * kTiles<T, kMaxK>, 4 / kTiles<T, kMaxK>) 
       if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C, tid);
       cp_async_commit();
     }
+    // The weights after the first pieces' copies: their shared-memory stores wait for the global
+    // loads, which then overlap the copies instead of holding them back by one memory latency.
+    stage_weights<kThreads>(wsm, p, K, c0, C, tid);
+    const std::int64_t c = c0 + 2 * lane;
+    const int nc = static_cast<int>(max64(0, min64(2, C - c)));
+    const float2 bias = bias_pair(p, c, nc);
     for (int it = 0;; ++it) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
@@ -116,12 +121,14 @@ __global__ __launch_bounds__(kThreads * kTiles<T, kMaxK>, 4 / kTiles<T, kMaxK>) 
 template <class T, int kMaxK>
 bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
   constexpr auto kernel = forward_tiled_kernel<T, kMaxK>;
-  constexpr int kParts = kTiles<T, kMaxK>;
-  const std::size_t smem = tile_part_bytes<T, kMaxK>(static_cast<int>(p.shape.width)) * kParts;
-  if (smem > static_cast<std::size_t>(set_max_dynamic_smem<kernel>(p.device_index))) return false;
-  const std::int64_t resident = resident_blocks(kernel, kThreads * kParts, smem, sm_count(p.device_index));
-  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2, tile::kPieceRows, tile::kTileC * kParts);
-  kernel<<<g.grid, kThreads * kParts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
+  const std::size_t part_smem = tile_part_bytes<T, kMaxK>(static_cast<int>(p.shape.width));
+  const int smem_max = set_max_dynamic_smem<kernel>(p.device_index), sms = sm_count(p.device_index);
+  if (part_smem > static_cast<std::size_t>(smem_max)) return false;
+  const int parts = tiled_parts(kernel, kMaxTiles<T, kMaxK>, part_smem, smem_max, rows, p.shape.channels, sms);
+  const std::size_t smem = part_smem * parts;
+  const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sms);
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 2, tile::kPieceRows, tile::kTileC * parts);
+  kernel<<<g.grid, kThreads * parts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
   return true;
 }

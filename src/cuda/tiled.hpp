@@ -89,6 +89,18 @@ std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t smem, int s
   return static_cast<std::int64_t>(std::max(per_sm, 1)) * sms;
 }
 
+/// 64-channel tiles a block takes, for kernels that can take `max_parts` of them (part i = threads
+/// [128 i, 128 i + 128), shared memory [part_smem i, part_smem (i+1))): two tiles make every row a
+/// block moves 256 contiguous bytes, but a shape with fewer jobs of two tiles than resident blocks
+/// (B=1 T=512 C=1024: 64 jobs for 264 blocks on an H100) would leave SMs idle, so it keeps one.
+template <class Kernel>
+int tiled_parts(Kernel kernel, int max_parts, std::size_t part_smem, int smem_max, std::int64_t rows, std::int64_t channels,
+                int sms, std::int64_t piece_rows = 64) {
+  if (max_parts <= 1 || part_smem * 2 > static_cast<std::size_t>(smem_max)) return 1;
+  const std::int64_t jobs = (rows + piece_rows - 1) / piece_rows * ((channels + 127) / 128);
+  return jobs < resident_blocks(kernel, 256, part_smem * 2, sms) ? 1 : 2;
+}
+
 /// Launch the tiled kernel when it applies (16-byte aligned tensors, K <= kTiledMaxK, the tile
 /// fits in shared memory); false leaves the call to the register-window kernels.
 template <class T>
