@@ -57,12 +57,13 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
   // + 128)) and its index there.
   constexpr bool kOne = kMaxTiles<T, kMaxK> == 1;
   const int parts = kOne ? 1 : static_cast<int>(blockDim.x) / kThreads;
-  const int part = kOne ? 0 : static_cast<int>(threadIdx.x) / kThreads, tid = static_cast<int>(threadIdx.x) % kThreads;
+  const int part = kOne ? 0 : static_cast<int>(threadIdx.x) / kThreads;
+  const int tid = static_cast<int>(kOne ? threadIdx.x : threadIdx.x % kThreads);  // (as conv1d_bwd_tiled.cu)
   unsigned char* part_base = smem_raw + part * tile_part_bytes<T, kMaxK>(K);
   T* stage_base = reinterpret_cast<T*>(part_base);
   float* wsm = reinterpret_cast<float*>(part_base + tiled_stage_bytes(sizeof(T), tile_rows) * kSt);  // [K][64]
   const std::int64_t C = p.shape.channels;
-  const int lane = tid % 32, warp = tid / 32;
+  const int lane = threadIdx.x % 32, warp = (kOne ? threadIdx.x : threadIdx.x % kThreads) / 32;  // (unsigned arithmetic)
   RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
                    p.initial_state.batch_stride, p.initial_state.seq_stride, H};
   T* y = static_cast<T*>(p.y);
