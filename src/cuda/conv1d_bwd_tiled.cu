@@ -135,6 +135,8 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
         load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C, tid);
       }
     };
+    WeightStager<kThreads, kMaxK> weights;  // loads now, stores after the first copies (conv1d_fwd_tiled.cu)
+    weights.issue(p, K, c0, C, tid);
     PieceWalker producer(q, r0, r1, piece_rows), consumer = producer;
 #pragma unroll
     for (int st = 0; st < kStages<T> - 1; ++st) {
@@ -144,7 +146,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       }
       cp_async_commit();  // (an empty group past `stages`: the wait below counts the same)
     }
-    stage_weights<kThreads>(wsm, p, K, c0, C, tid);  // after the first copies (see conv1d_fwd_tiled.cu)
+    weights.finish(wsm, p, K, c0, C, tid);
     for (int it = 0;; ++it) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;

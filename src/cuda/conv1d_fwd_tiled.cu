@@ -72,6 +72,10 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
     const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC;  // (past C in a last part: no loads or stores)
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
+    // The weights' loads go out first and their shared-memory stores (which wait for the data)
+    // after the first pieces' copies, so the two overlap.
+    WeightStager<kThreads, kMaxK> weights;
+    weights.issue(p, K, c0, C, tid);
     PieceWalker producer(q, r0, r1), consumer = producer;
 #pragma unroll
     for (int st = 0; st < kSt - 1; ++st) {
@@ -79,9 +83,7 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
       if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C, tid);
       cp_async_commit();
     }
-    // The weights after the first pieces' copies: their shared-memory stores wait for the global
-    // loads, which then overlap the copies instead of holding them back by one memory latency.
-    stage_weights<kThreads>(wsm, p, K, c0, C, tid);
+    weights.finish(wsm, p, K, c0, C, tid);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
     const float2 bias = bias_pair(p, c, nc);

@@ -318,6 +318,42 @@ __device__ __forceinline__ void stage_weights(float* wsm, const P& p, int K, std
   }
 }
 
+/// stage_weights in two halves, so that the weights' global loads overlap a job's first tile
+/// copies: issue() loads this thread's elements as raw bits (all before any is used), finish()
+/// converts and stores them. For K buckets past 16 (more than 8 elements a thread) issue() does
+/// nothing and finish() is stage_weights. ncu (H100, bf16 K=4 forward): the load-convert-store
+/// loop, each load waiting for the one before, held 7.6% of the stall samples.
+template <int kThreads, int kMaxK>
+struct WeightStager {
+  static constexpr int kPer = (kMaxK * kTileC + kThreads - 1) / kThreads;  // elements a thread
+  static constexpr bool kEarly = kPer <= 8;
+  unsigned bits[kEarly ? kPer : 1];
+
+  template <class P>
+  __device__ __forceinline__ void issue(const P& p, int K, std::int64_t c0, std::int64_t C, int tid) {
+    if constexpr (kEarly) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const int i = tid + j * kThreads, k = i / kTileC;
+        const std::int64_t c = c0 + i % kTileC;
+        bits[j] = i < K * kTileC && c < C ? load_bits(p.weight, p.wdtype, c * p.w_channel_stride + k * p.w_width_stride) : 0u;
+      }
+    }
+  }
+  template <class P>
+  __device__ __forceinline__ void finish(float* wsm, const P& p, int K, std::int64_t c0, std::int64_t C, int tid) const {
+    if constexpr (kEarly) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const int i = tid + j * kThreads;
+        if (i < K * kTileC) wsm[i] = bits_as_f32(bits[j], p.wdtype);  // (zero bits: 0.0f in every dtype)
+      }
+    } else {
+      stage_weights<kThreads>(wsm, p, K, c0, C, tid);
+    }
+  }
+};
+
 /// The bias of channels c and c + 1, of which `nc` exist (zeros without a bias).
 template <class P>
 __device__ __forceinline__ float2 bias_pair(const P& p, std::int64_t c, int nc) {
