@@ -2,7 +2,8 @@
 // tensor-core kernels use the cp.async helpers, PieceWalker and RowSource with their own tile
 // layouts and 128-row pieces).
 //
-// A block owns a tile of kTileC = 64 channels and a run of flat tokens. It cuts the run into
+// A block owns a tile of kTileC = 64 channels (or two side by side, each with its own threads and
+// shared memory: the 16-bit kernels' 128-channel blocks) and a run of flat tokens. It cuts the run into
 // pieces of at most kPieceRows rows that never cross a sequence boundary, and copies each piece,
 // with its halo rows, from global memory into shared memory with cp.async (16-byte copies that
 // land without passing through registers, so the bytes in flight no longer depend on the register
