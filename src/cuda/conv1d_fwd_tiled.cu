@@ -4,9 +4,10 @@
 //
 // A block owns 64 channels (f32, and 16-bit types at K > 16) or 128 (16-bit, K <= 16: two
 // 64-channel tiles, each with its own 4 warps, sharing the piece walk and the barriers) and a run
-// of flat tokens, cut into pieces of <= 64 rows inside one sequence (device/tile.cuh). Each piece lands in shared memory with its K-1 halo rows (x, the
-// initial state, or zeros) through a 3-stage (f32) or 4- to 6-stage (16-bit) cp.async pipeline, so
-// loads for later pieces are in flight while this one is computed. A warp computes 16 rows x 64
+// of flat tokens, cut into pieces of <= 64 rows inside one sequence (device/tile.cuh). Each piece
+// lands in shared memory with its K-1 halo rows (x, the initial state, or zeros) through a
+// 3-stage (f32) or 4-stage (16-bit) cp.async pipeline, so loads for later pieces are in flight
+// while this one is computed. A warp computes 16 rows x 64
 // channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
 // sit in shared memory as f32 [K][64]. Results go straight from registers to y: a warp writes
 // whole rows of the tile. Kernels are instantiated for K buckets (<= 4, <= 16, wider), so the
