@@ -186,6 +186,55 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           }
         };
         const int r_begin = warp * kGroupRows;
+        if constexpr (kTokenSplit && kTaps == 4) {
+          // K = 4, a whole 16-row group away from the sequence's ends (every group but a few):
+          // dx and dweight in one pass down the g rows, so each g row is read and converted once
+          // (twice in the windows below: the dx window's and the dweight coefficient). The sums
+          // are the windows' own, term for term and in the same order, so the results are the
+          // same bits.
+          const bool whole = r_begin + kGroupRows <= pc.n;
+          const bool no_start = xsrc.state != nullptr || pc.pos + r_begin >= H;    // no tap before position 0
+          const bool no_end = pc.pos + r_begin + kGroupRows - 1 + H < pc.len;     // no term past the end
+          if (K == kTaps && whole && no_start && no_end && dx != nullptr) {  // (K a constant here)
+            float2 acc[kGroupRows], wr[kTaps], xw[kTaps];
+#pragma unroll
+            for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};
+#pragma unroll
+            for (int k = 0; k < kTaps; ++k) {
+              wr[k] = reinterpret_cast<const float2*>(wsm + (kTaps - 1 - k) * kTileC)[lane];
+              xw[k] = lds2<T>(xt, r_begin + k, lane);  // x rows j .. j + 3 for dweight row j (slot (j + t) % 4)
+            }
+            // g row r_begin + m feeds dweight row m (m < 16) and dx rows m - k for taps k < K.
+#pragma unroll
+            for (int m = 0; m < kGroupRows + kTaps - 1; ++m) {
+              {
+                const float2 gv = lds2<G>(gt, r_begin + m, lane);
+                if (m < kGroupRows) {
+                  db.x += gv.x;
+                  db.y += gv.y;
+#pragma unroll
+                  for (int t = 0; t < kTaps; ++t) {
+                    const float2 v = xw[(m + t) % kTaps];
+                    dw[t].x = fmaf(gv.x, v.x, dw[t].x);
+                    dw[t].y = fmaf(gv.y, v.y, dw[t].y);
+                  }
+                  if (m + 1 < kGroupRows) xw[m % kTaps] = lds2<T>(xt, r_begin + m + kTaps, lane);
+                }
+#pragma unroll
+                for (int k = 0; k < kTaps; ++k) {
+                  const int i = m - k;
+                  if (i >= 0 && i < kGroupRows) {
+                    acc[i].x = fmaf(wr[k].x, gv.x, acc[i].x);
+                    acc[i].y = fmaf(wr[k].y, gv.y, acc[i].y);
+                  }
+                }
+              }
+            }
+            T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r_begin, p.dx_batch_stride, p.dx_seq_stride) + c;
+            store_rows<kGroupRows, T>(dxp, p.dx_seq_stride, acc, kGroupRows, nc);
+            return;
+          }
+        }
         // dx rows [r_begin, r_begin + 16), kSubRows<kTaps, kTokenSplit> at a time: dx[j] = sum_k w[K-1-k] g[j + k]
         for (int r0 = r_begin; r0 < min(pc.n, r_begin + kGroupRows); r0 += kSubRows<kTaps, kTokenSplit>) {
           float2 acc[kSubRows<kTaps, kTokenSplit>];
