@@ -208,26 +208,24 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
             // g row r_begin + m feeds dweight row m (m < 16) and dx rows m - k for taps k < K.
 #pragma unroll
             for (int m = 0; m < kGroupRows + kTaps - 1; ++m) {
-              {
-                const float2 gv = lds2<G>(gt, r_begin + m, lane);
-                if (m < kGroupRows) {
-                  db.x += gv.x;
-                  db.y += gv.y;
+              const float2 gv = lds2<G>(gt, r_begin + m, lane);
+              if (m < kGroupRows) {
+                db.x += gv.x;
+                db.y += gv.y;
 #pragma unroll
-                  for (int t = 0; t < kTaps; ++t) {
-                    const float2 v = xw[(m + t) % kTaps];
-                    dw[t].x = fmaf(gv.x, v.x, dw[t].x);
-                    dw[t].y = fmaf(gv.y, v.y, dw[t].y);
-                  }
-                  if (m + 1 < kGroupRows) xw[m % kTaps] = lds2<T>(xt, r_begin + m + kTaps, lane);
+                for (int t = 0; t < kTaps; ++t) {
+                  const float2 v = xw[(m + t) % kTaps];
+                  dw[t].x = fmaf(gv.x, v.x, dw[t].x);
+                  dw[t].y = fmaf(gv.y, v.y, dw[t].y);
                 }
+                if (m + 1 < kGroupRows) xw[m % kTaps] = lds2<T>(xt, r_begin + m + kTaps, lane);
+              }
 #pragma unroll
-                for (int k = 0; k < kTaps; ++k) {
-                  const int i = m - k;
-                  if (i >= 0 && i < kGroupRows) {
-                    acc[i].x = fmaf(wr[k].x, gv.x, acc[i].x);
-                    acc[i].y = fmaf(wr[k].y, gv.y, acc[i].y);
-                  }
+              for (int k = 0; k < kTaps; ++k) {
+                const int i = m - k;
+                if (i >= 0 && i < kGroupRows) {
+                  acc[i].x = fmaf(wr[k].x, gv.x, acc[i].x);
+                  acc[i].y = fmaf(wr[k].y, gv.y, acc[i].y);
                 }
               }
             }
