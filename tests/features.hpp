@@ -174,7 +174,7 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
       }
       // Batch mode, 16-byte aligned rows, no SiLU, every state: the CUDA tensor-core backward for
       // 16-bit x and weights with K >= 17; two pieces of 128 rows a sequence. 200 channels: two
-      // of the 16-bit FMA kernels' 128-channel tiles, the second with 72 (64 + 8).
+      // 128-channel jobs of the 16-bit FMA kernels, the second 72 wide (64 + 8).
       {
         FeatureProblem p;
         p.lengths = {150, 150};
@@ -182,6 +182,21 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
         p.K = K;
         p.dtype = dt;
         p.wdtype = wt;
+        p.init = p.final = p.dfs = p.dinit = p.bias = true;
+        out.push_back(p);
+      }
+      // The same with 2 x 4500 rows (141 pieces of 64, 2 jobs of 128 channels each): enough jobs
+      // that the CUDA 16-bit FMA kernels (forward K <= 16, backward K <= 8) run blocks of two
+      // 64-channel tiles (tiled_parts), states and all; SiLU on for odd K (the SiLU backward keeps
+      // one tile, its forward takes two).
+      if (K <= 16) {
+        FeatureProblem p;
+        p.lengths = {4500, 4500};
+        p.C = 200;
+        p.K = K;
+        p.dtype = dt;
+        p.wdtype = wt;
+        p.silu = K % 2 == 1;
         p.init = p.final = p.dfs = p.dinit = p.bias = true;
         out.push_back(p);
       }

@@ -25,11 +25,17 @@ std::vector<Problem> cuda_problems() {
           Problem padded{2, T, 100, K, d, d, K % 2 == 1, false};
           padded.padded = true;
           out.push_back(padded);
-          // 16-bit blocks of two 64-channel tiles: the last block's second tile holds 8 channels.
+          // One tile a block here (tiled_parts: too few jobs for two), the last one 8 channels wide.
           out.push_back({1, T, 200, K, d, d, K % 2 == 0, false});
         }
       }
   }
+  // 16-bit blocks of two 64-channel tiles (forward K <= 16, backward K <= 8): tiled_parts takes
+  // two only when the jobs of 128 channels x 64 rows are at least the resident blocks (264 on an
+  // H100 or H200: 2 blocks of 256 threads an SM), so 8 x 2053 rows (257 pieces) x 200 channels
+  // (2 jobs a piece row; the last block's second tile holds 8 channels).
+  for (std::int64_t K : {2, 4, 5, 8, 16})
+    for (DType d : {DType::bf16, DType::f16}) out.push_back({8, 2053, 200, K, d, d, K != 5, false});
   return out;
 }
 

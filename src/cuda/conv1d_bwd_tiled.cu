@@ -4,7 +4,8 @@
 //
 // A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows (64 - (K-1)
 // with SiLU and K <= 16) inside one sequence (device/tile.cuh). The 16-bit kernels for K <= 8
-// without SiLU take 128 channels a block instead: two 64-channel tiles, each with its own 4 warps
+// without SiLU take 128 channels a block instead where the shape has jobs enough (tiled_parts in
+// tiled.hpp): two 64-channel tiles, each with its own 4 warps
 // and its own part of shared memory, sharing the piece walk and the barriers (rows of 256 bytes
 // at the DRAM, as for f32; see conv1d_fwd_tiled.cu). Per piece at positions [p, p + n)
 // of sequence s, a cp.async pipeline (3 stages for 16-bit types, 2 for f32 or with SiLU) brings
@@ -191,12 +192,14 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           // but a few): dx and dweight in one pass down the g rows, so each g row is read and
           // converted once (twice in the windows below: the dx window's and the dweight
           // coefficient). The sums take the windows' terms in the windows' order. H100, bf16
-          // B=4 T=4096 C=4096: 81.0M -> 67.7M instructions, 0.1689 -> 0.1652 ms; with SiLU (the
-          // f32 g tile, nothing to convert) it measured 4% slower, so SiLU keeps the windows.
+          // B=4 T=4096 C=4096: 81.0M -> 67.7M instructions, 0.1689 -> 0.1652 ms. The 16-bit SiLU
+          // backward (its g tile is f32: another instantiation of run_piece) measured 4% slower
+          // with it and keeps the windows; f32 with SiLU shares the plain f32 g type and takes
+          // this path too (same sums; its speed not measured).
           const bool whole = r_begin + kGroupRows <= pc.n;
           const bool no_start = xsrc.state != nullptr || pc.pos + r_begin >= H;    // no tap before position 0
           const bool no_end = pc.pos + r_begin + kGroupRows - 1 + H < pc.len;     // no term past the end
-          if (K == kTaps && whole && no_start && no_end && dx != nullptr) {  // (K a constant here)
+          if (K == kTaps && whole && no_start && no_end && dx != nullptr) {  // (K is 4 inside)
             float2 acc[kGroupRows], wr[kTaps], xw[kTaps];
 #pragma unroll
             for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};

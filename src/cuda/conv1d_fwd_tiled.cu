@@ -2,8 +2,9 @@
 //
 //   z[s,p,c] = bias[c] + sum_{k<K} w[c,k] * xe[s, p+k-(K-1), c]     y = z or silu(z)
 //
-// A block owns 64 channels (f32, and 16-bit types at K > 16) or 128 (16-bit, K <= 16: two
-// 64-channel tiles, each with its own 4 warps, sharing the piece walk and the barriers) and a run
+// A block owns 64 channels (f32, 16-bit types at K > 16, and shapes with too few jobs for more:
+// tiled_parts) or 128 (16-bit, K <= 16: two 64-channel tiles, each with its own 4 warps, sharing
+// the piece walk and the barriers) and a run
 // of flat tokens, cut into pieces of <= 64 rows inside one sequence (device/tile.cuh). Each piece
 // lands in shared memory with its K-1 halo rows (x, the initial state, or zeros) through a
 // 3-stage (f32) or 4-stage (16-bit) cp.async pipeline, so loads for later pieces are in flight
@@ -36,7 +37,8 @@ constexpr int kMaxTiles = sizeof(T) == 2 && kMaxK <= 16 ? 2 : 1;
 // Pieces in shared memory: kStages - 1 in flight while one is computed. 16-bit single tiles are
 // half the bytes, so they take 4 stages (wider K: more would push the tile past the shared
 // memory of smaller cards); the 128-channel 16-bit blocks 4 as well (the strip copy: 4 and 6
-// stages the same).
+// stages the same). (kMaxK no longer matters; kept so that every kernel constant takes the same
+// template arguments.)
 template <class T, int kMaxK>
 constexpr int kStages = sizeof(T) == 4 ? 3 : 4;
 

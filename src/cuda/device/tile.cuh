@@ -321,8 +321,8 @@ __device__ __forceinline__ void stage_weights(float* wsm, const P& p, int K, std
 
 /// stage_weights in two halves, so that the weights' global loads overlap a job's first tile
 /// copies: issue() loads this thread's elements as raw bits (all before any is used), finish()
-/// converts and stores them. Past kMaxEarly elements a thread (K buckets past 16) issue() does
-/// nothing and finish() is stage_weights. ncu (H100, bf16 K=4 forward): the load-convert-store
+/// converts and stores them. Past kMaxEarly elements a thread (K buckets past 16 with the default
+/// 8, past 8 with the backward's 4) issue() does nothing and finish() is stage_weights. ncu (H100, bf16 K=4 forward): the load-convert-store
 /// loop, each load waiting for the one before, held 7.6% of the stall samples.
 template <int kThreads, int kMaxK, int kMaxEarly = 8>
 struct WeightStager {
