@@ -173,8 +173,8 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
         out.push_back(p);
       }
       // Batch mode, 16-byte aligned rows, no SiLU, every state: the CUDA tensor-core backward for
-      // 16-bit x and weights with K >= 17; two pieces of 128 rows a sequence. 200 channels: two
-      // 128-channel jobs of the 16-bit FMA kernels, the second 72 wide (64 + 8).
+      // 16-bit x and weights with K >= 17; two pieces of 128 rows a sequence. 200 channels: the
+      // last 64-channel tile 8 wide (too few jobs here for the two-tile blocks: see below).
       {
         FeatureProblem p;
         p.lengths = {150, 150};
