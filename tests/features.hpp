@@ -172,34 +172,26 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
         p.strided = n % 2 == 1;
         out.push_back(p);
       }
-      // Batch mode, 16-byte aligned rows, no SiLU, every state: the CUDA tensor-core backward for
-      // 16-bit x and weights with K >= 17; two pieces of 128 rows a sequence. 200 channels: the
-      // last 64-channel tile 8 wide (too few jobs here for the two-tile blocks: see below).
-      {
+      // Batch mode, 16-byte aligned rows, every state and a bias, two sequences of `len` rows.
+      auto all_states = [&](std::int64_t len, bool silu) {
         FeatureProblem p;
-        p.lengths = {150, 150};
+        p.lengths = {len, len};
         p.C = 200;
         p.K = K;
         p.dtype = dt;
         p.wdtype = wt;
+        p.silu = silu;
         p.init = p.final = p.dfs = p.dinit = p.bias = true;
         out.push_back(p);
-      }
-      // The same with 2 x 4500 rows (141 pieces of 64, 2 jobs of 128 channels each): enough jobs
-      // that the CUDA 16-bit FMA kernels (forward K <= 16, backward K <= 8) run blocks of two
-      // 64-channel tiles (tiled_parts), states and all; SiLU on for odd K (the SiLU backward keeps
-      // one tile, its forward takes two).
-      if (K <= 16) {
-        FeatureProblem p;
-        p.lengths = {4500, 4500};
-        p.C = 200;
-        p.K = K;
-        p.dtype = dt;
-        p.wdtype = wt;
-        p.silu = K % 2 == 1;
-        p.init = p.final = p.dfs = p.dinit = p.bias = true;
-        out.push_back(p);
-      }
+      };
+      // No SiLU: the CUDA tensor-core backward for 16-bit x and weights with K >= 17; two pieces
+      // of 128 rows a sequence. 200 channels: the last 64-channel tile 8 wide (too few jobs here
+      // for the two-tile blocks: see below).
+      all_states(150, false);
+      // 2 x 4500 rows (141 pieces of 64, 2 jobs of 128 channels each): enough jobs that the CUDA
+      // 16-bit FMA kernels (forward K <= 16, backward K <= 8) run blocks of two 64-channel tiles
+      // (tiled_parts); SiLU on for odd K (the SiLU backward keeps one tile, its forward takes two).
+      if (K <= 16) all_states(4500, K % 2 == 1);
       // Varlen: lengths 1, K-1, K+1, an empty sequence, a long one; with and without states.
       for (int v = 0; v < 2; ++v) {
         FeatureProblem p;

@@ -3,8 +3,8 @@
 // layouts and 128-row pieces).
 //
 // A block owns a tile of kTileC = 64 channels (or two side by side, each with its own threads and
-// shared memory: the 16-bit kernels' 128-channel blocks) and a run of flat tokens. It cuts the run into
-// pieces of at most kPieceRows rows that never cross a sequence boundary, and copies each piece,
+// shared memory: the 16-bit kernels' 128-channel blocks) and a run of flat tokens. It cuts the
+// run into pieces of at most kPieceRows rows that never cross a sequence boundary, and copies each piece,
 // with its halo rows, from global memory into shared memory with cp.async (16-byte copies that
 // land without passing through registers, so the bytes in flight no longer depend on the register
 // budget). Halo rows outside the sequence come from the initial state or are zero-filled by the
@@ -322,8 +322,9 @@ __device__ __forceinline__ void stage_weights(float* wsm, const P& p, int K, std
 /// stage_weights in two halves, so that the weights' global loads overlap a job's first tile
 /// copies: issue() loads this thread's elements as raw bits (all before any is used), finish()
 /// converts and stores them. Past kMaxEarly elements a thread (K buckets past 16 with the default
-/// 8, past 8 with the backward's 4) issue() does nothing and finish() is stage_weights. ncu (H100, bf16 K=4 forward): the load-convert-store
-/// loop, each load waiting for the one before, held 7.6% of the stall samples.
+/// 8, past 8 with the backward's 4) issue() does nothing and finish() is stage_weights. ncu (H100,
+/// bf16 K=4 forward): the load-convert-store loop, each load waiting for the one before, held
+/// 7.6% of the stall samples. (conv1d_update.cu stages its weights the same way, inline.)
 template <int kThreads, int kMaxK, int kMaxEarly = 8>
 struct WeightStager {
   static constexpr int kPer = (kMaxK * kTileC + kThreads - 1) / kThreads;  // elements a thread
