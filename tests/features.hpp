@@ -192,6 +192,25 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
       // 16-bit FMA kernels (forward K <= 16, backward K <= 8) run blocks of two 64-channel tiles
       // (tiled_parts); SiLU on for odd K (the SiLU backward keeps one tile, its forward takes two).
       if (K <= 16) all_states(4500, K % 2 == 1);
+      // SiLU at K = 4: the CUDA backward computes g inside its one-pass groups for pieces of 64
+      // rows away from a sequence's ends and through the g tile elsewhere; pieces of both kinds,
+      // without states (batch) and with every state (varlen, sequences of 1 to 200 rows).
+      if (K == 4) {
+        FeatureProblem b;
+        b.lengths = {300, 300};
+        b.C = 72;
+        b.K = K;
+        b.dtype = dt;
+        b.wdtype = wt;
+        b.silu = b.final = true;
+        out.push_back(b);
+        FeatureProblem v = b;
+        v.varlen = true;
+        v.lengths = {200, 1, 130, 64, 67, 3, 190};
+        v.init = v.dfs = v.dinit = true;
+        v.cu_dtype = DType::i64;
+        out.push_back(v);
+      }
       // Varlen: lengths 1, K-1, K+1, an empty sequence, a long one; with and without states.
       for (int v = 0; v < 2; ++v) {
         FeatureProblem p;

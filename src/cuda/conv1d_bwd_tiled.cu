@@ -115,7 +115,13 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
   const int x_extra = p.silu ? H : 0;
   // With SiLU and K <= 16, pieces of 64 - (K-1) rows make the g tile (piece + halo) exactly the
   // 4 warps' 16-row groups, so the z recompute is balanced over the warps.
-  const int piece_rows = p.silu && K <= kGroupRows ? kPieceRows - H : kPieceRows;
+  // The SiLU backward at K = 4 computes the g rows of interior pieces in its one-pass groups
+  // (below) and keeps pieces of 64 rows.
+  // One-pass groups (one_pass_group below) where K is exactly the bucket's 4 or 16 taps.
+  constexpr bool kOnePass = kTokenSplit && (kTaps == 4 || kTaps == 16);
+  constexpr bool kSiluPass = kTokenSplit && kTaps == 4;
+  const bool silu_pass = kSiluPass && p.silu && K == kTaps;
+  const int piece_rows = p.silu && K <= kGroupRows && !silu_pass ? kPieceRows - H : kPieceRows;
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC, run = job / g.ctiles;  // (past C in a last part: no loads or stores)
@@ -151,11 +157,14 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       cp_async_commit();  // (an empty group past `stages`: the wait below counts the same)
     }
     weights.finish(wsm, p, K, c0, C, tid);
-    for (int it = 0;; ++it) {
+    // The stage computed and the stage loaded this iteration, stepped round the ring (a modulo
+    // by the runtime stage count was ~50 SASS instructions a piece).
+    auto next_stage = [&](int st) { return st + 1 == stages ? 0 : st + 1; };
+    for (int st_use = 0, st_load = stages - 1;; st_use = next_stage(st_use), st_load = next_stage(st_load)) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
       const Piece pn = producer.next();
-      if (pn.n > 0) load((it + stages - 1) % stages, pn);
+      if (pn.n > 0) load(st_load, pn);
       cp_async_commit();
       if (stages == kStages<T>) {
         cp_async_wait<kStages<T> - 1>();
@@ -163,9 +172,81 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
         cp_async_wait<1>();  // 2 stages (and maybe one empty group from the prologue)
       }
       __syncthreads();
-      const T* xt = x_stage(it % stages);
-      const T* dyt = dy_stage(it % stages);
+      const T* xt = x_stage(st_use);
+      const T* dyt = dy_stage(st_use);
 
+      // Whether the warp's 16-row group from tile row r_begin is whole and away from the
+      // sequence's ends: no tap before position 0 (or a state there), no term past the end (so
+      // no d_final_state row either).
+      auto group_inside = [&](int r_begin) {
+        return r_begin + kGroupRows <= pc.n && (xsrc.state != nullptr || pc.pos + r_begin >= H) &&
+               pc.pos + r_begin + kGroupRows - 1 + H < pc.len;
+      };
+      // dx, dweight and dbias of a whole group in one pass down its g rows (group_inside; K is
+      // kTaps), so each g row is read (or, with SiLU, computed) and converted once: in the windows
+      // below the dx window and the dweight coefficients read it twice. The sums take the windows'
+      // terms in the windows' order, so the results are the same bits. H100, bf16 B=4 T=4096
+      // C=4096 K=4: 81.0M -> 67.7M instructions, 0.1689 -> 0.1652 ms.
+      // kSilu (K = 4): g = dy * silu'(z) for g rows r_begin .. r_begin + 18, z from the x window the
+      // dweight terms use, instead of the g tile and its barrier; the 3 rows past the group are
+      // computed again by the next group (ncu, H100, bf16: the g tile pass was half of the SiLU
+      // backward's 134M instructions, its per-row guards a third of that).
+      auto one_pass_group = [&](auto silu_tag, const auto* gt, int r_begin) {
+        constexpr bool kSilu = decltype(silu_tag)::value;
+        using G = std::remove_cv_t<std::remove_pointer_t<decltype(gt)>>;
+        float2 acc[kGroupRows], wr[kTaps], xw[kTaps];
+#pragma unroll
+        for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};
+#pragma unroll
+        for (int k = 0; k < kTaps; ++k) {
+          wr[k] = reinterpret_cast<const float2*>(wsm + (kTaps - 1 - k) * kTileC)[lane];
+          xw[k] = lds2<T>(xt, r_begin + k, lane);  // slot (j + t) % kTaps: x row j + t (z and dweight of g row j)
+        }
+        constexpr int kSteps = kGroupRows + kTaps - 1;
+        // g row r_begin + m feeds dweight row m (m < 16) and dx rows m - k for taps k < K.
+#pragma unroll
+        for (int m = 0; m < kSteps; ++m) {
+          float2 gv;
+          if constexpr (kSilu) {
+            float2 z = bias;  // window_sum's order: z += w[k] x[m + k], k = 0 .. K-1
+#pragma unroll
+            for (int k = 0; k < kTaps; ++k) {
+              const float2 v = xw[(m + k) % kTaps];
+              z.x = fmaf(wr[kTaps - 1 - k].x, v.x, z.x);
+              z.y = fmaf(wr[kTaps - 1 - k].y, v.y, z.y);
+            }
+            const float2 d = lds2<T>(dyt, r_begin + m, lane);
+            gv = {d.x * silu_grad_f(z.x), d.y * silu_grad_f(z.y)};
+          } else {
+            gv = lds2<G>(gt, r_begin + m, lane);
+          }
+          if (m < kGroupRows) {
+            db.x += gv.x;
+            db.y += gv.y;
+#pragma unroll
+            for (int t = 0; t < kTaps; ++t) {
+              const float2 v = xw[(m + t) % kTaps];
+              dw[t].x = fmaf(gv.x, v.x, dw[t].x);
+              dw[t].y = fmaf(gv.y, v.y, dw[t].y);
+            }
+          }
+          // x row r_begin + m is done with; its slot takes row r_begin + m + kTaps (z needs the
+          // window up to the last g row, dweight up to row 15).
+          if (m + 1 < (kSilu ? kSteps : kGroupRows)) xw[m % kTaps] = lds2<T>(xt, r_begin + m + kTaps, lane);
+#pragma unroll
+          for (int k = 0; k < kTaps; ++k) {
+            const int i = m - k;
+            if (i >= 0 && i < kGroupRows) {
+              acc[i].x = fmaf(wr[k].x, gv.x, acc[i].x);
+              acc[i].y = fmaf(wr[k].y, gv.y, acc[i].y);
+            }
+          }
+        }
+        if (dx != nullptr) {
+          T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r_begin, p.dx_batch_stride, p.dx_seq_stride) + c;
+          store_rows<kGroupRows, T>(dxp, p.dx_seq_stride, acc, kGroupRows, nc);
+        }
+      };
       // Rows [0, n + H) of g: positions past the sequence end are zero (so is dy there).
       auto run_piece = [&](const auto* gt) {
         using G = std::remove_cv_t<std::remove_pointer_t<decltype(gt)>>;
@@ -187,53 +268,11 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           }
         };
         const int r_begin = warp * kGroupRows;
-        if constexpr (kTokenSplit && kTaps == 4 && std::is_same_v<G, T>) {
-          // K = 4 without SiLU, a whole 16-row group away from the sequence's ends (every group
-          // but a few): dx and dweight in one pass down the g rows, so each g row is read and
-          // converted once (twice in the windows below: the dx window's and the dweight
-          // coefficient). The sums take the windows' terms in the windows' order. H100, bf16
-          // B=4 T=4096 C=4096: 81.0M -> 67.7M instructions, 0.1689 -> 0.1652 ms. The 16-bit SiLU
-          // backward (its g tile is f32: another instantiation of run_piece) measured 4% slower
-          // with it and keeps the windows; f32 with SiLU shares the plain f32 g type and takes
-          // this path too (same sums; its speed not measured).
-          const bool whole = r_begin + kGroupRows <= pc.n;
-          const bool no_start = xsrc.state != nullptr || pc.pos + r_begin >= H;    // no tap before position 0
-          const bool no_end = pc.pos + r_begin + kGroupRows - 1 + H < pc.len;     // no term past the end
-          if (K == kTaps && whole && no_start && no_end && dx != nullptr) {  // (K is 4 inside)
-            float2 acc[kGroupRows], wr[kTaps], xw[kTaps];
-#pragma unroll
-            for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};
-#pragma unroll
-            for (int k = 0; k < kTaps; ++k) {
-              wr[k] = reinterpret_cast<const float2*>(wsm + (kTaps - 1 - k) * kTileC)[lane];
-              xw[k] = lds2<T>(xt, r_begin + k, lane);  // x rows j .. j + 3 for dweight row j (slot (j + t) % 4)
-            }
-            // g row r_begin + m feeds dweight row m (m < 16) and dx rows m - k for taps k < K.
-#pragma unroll
-            for (int m = 0; m < kGroupRows + kTaps - 1; ++m) {
-              const float2 gv = lds2<G>(gt, r_begin + m, lane);
-              if (m < kGroupRows) {
-                db.x += gv.x;
-                db.y += gv.y;
-#pragma unroll
-                for (int t = 0; t < kTaps; ++t) {
-                  const float2 v = xw[(m + t) % kTaps];
-                  dw[t].x = fmaf(gv.x, v.x, dw[t].x);
-                  dw[t].y = fmaf(gv.y, v.y, dw[t].y);
-                }
-                if (m + 1 < kGroupRows) xw[m % kTaps] = lds2<T>(xt, r_begin + m + kTaps, lane);
-              }
-#pragma unroll
-              for (int k = 0; k < kTaps; ++k) {
-                const int i = m - k;
-                if (i >= 0 && i < kGroupRows) {
-                  acc[i].x = fmaf(wr[k].x, gv.x, acc[i].x);
-                  acc[i].y = fmaf(wr[k].y, gv.y, acc[i].y);
-                }
-              }
-            }
-            T* dxp = dx + q.offset(pc.s, pc.first, pc.pos + r_begin, p.dx_batch_stride, p.dx_seq_stride) + c;
-            store_rows<kGroupRows, T>(dxp, p.dx_seq_stride, acc, kGroupRows, nc);
+        if constexpr (kOnePass && std::is_same_v<G, T>) {
+          // K = kTaps without SiLU (f32 with SiLU too: its g tile has the type of x), a whole
+          // 16-row group away from the sequence's ends (every group but a few).
+          if (K == kTaps && group_inside(r_begin)) {
+            one_pass_group(std::false_type{}, gt, r_begin);
             return;
           }
         }
@@ -309,7 +348,10 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           }
         }
       };
-      if (p.silu) {
+      if (silu_pass && pc.n == kPieceRows && group_inside(0) && group_inside(kPieceRows - kGroupRows)) {
+        // An interior piece: every warp's group is inside, and computes its own g rows.
+        if constexpr (kSiluPass) one_pass_group(std::true_type{}, dyt, warp * kGroupRows);
+      } else if (p.silu) {
         // g rows in groups of 16, round robin over the warps: z from the x tile, then dy * silu'(z).
         for (int r_begin = warp * kGroupRows; r_begin < pc.n + H; r_begin += kWarps * kGroupRows) {
           float2 z[kGroupRows];
