@@ -194,7 +194,9 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
       if (K <= 16) all_states(4500, K % 2 == 1);
       // SiLU at K = 4: the CUDA backward computes g inside its one-pass groups for pieces of 64
       // rows away from a sequence's ends and through the g tile elsewhere; pieces of both kinds,
-      // without states (batch) and with every state (varlen, sequences of 1 to 200 rows).
+      // without an initial state (batch: 300 rows, so pieces of the second sequence start off
+      // the 64-row grid; 320, so the last piece is a whole 64 rows ending at the sequence's end)
+      // and with every state (varlen, sequences of 1 to 200 rows).
       if (K == 4) {
         FeatureProblem b;
         b.lengths = {300, 300};
@@ -204,6 +206,10 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
         b.wdtype = wt;
         b.silu = b.final = true;
         out.push_back(b);
+        FeatureProblem b2 = b;
+        b2.lengths = {320, 320};
+        b2.final = false;
+        out.push_back(b2);
         FeatureProblem v = b;
         v.varlen = true;
         v.lengths = {200, 1, 130, 64, 67, 3, 190};

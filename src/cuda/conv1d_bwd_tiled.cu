@@ -3,7 +3,7 @@
 // formulas; d_initial_state and the fixed-order reduction of the partials stay there).
 //
 // A block owns 64 channels and a run of flat tokens, cut into pieces of <= 64 rows (64 - (K-1)
-// with SiLU and K <= 16) inside one sequence (device/tile.cuh). The 16-bit kernels for K <= 8
+// with SiLU and K <= 16, except K = 4) inside one sequence (device/tile.cuh). The 16-bit kernels for K <= 8
 // without SiLU take 128 channels a block instead where the shape has jobs enough (tiled_parts in
 // tiled.hpp): two 64-channel tiles, each with its own 4 warps
 // and its own part of shared memory, sharing the piece walk and the barriers (rows of 256 bytes
@@ -12,7 +12,8 @@
 // into shared memory
 //   dy at [p, p + n + K - 1)            (zero past the sequence end: those terms are dropped)
 //   x  at [p - (K-1), p + n (+ K - 1 with SiLU))   (initial state or zeros before position 0)
-// With SiLU, g = dy * silu'(z) is computed first into an f32 tile, z recomputed from the x tile;
+// With SiLU, g = dy * silu'(z) is computed first into an f32 tile, z recomputed from the x tile
+// (at K = 4, pieces away from a sequence's ends compute g in registers instead: one_pass_group);
 // without, g is the dy tile itself. Then, from shared memory:
 //   dx rows:  warp w computes rows [16w, 16w + 16) with a window sliding down g;
 //   dweight:  K <= 16: warp w accumulates every tap over its own rows (a window sliding down x,
@@ -114,9 +115,10 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
   T* dx = static_cast<T*>(p.dx);
   const int x_extra = p.silu ? H : 0;
   // With SiLU and K <= 16, pieces of 64 - (K-1) rows make the g tile (piece + halo) exactly the
-  // 4 warps' 16-row groups, so the z recompute is balanced over the warps.
-  // The SiLU backward at K = 4 computes the g rows of interior pieces in its one-pass groups
-  // (below) and keeps pieces of 64 rows.
+  // 4 warps' 16-row groups, so the z recompute is balanced over the warps. The SiLU backward at
+  // K = 4 computes the g rows of interior pieces in its one-pass groups (below) and keeps pieces
+  // of 64 rows; its g tile, for the pieces at a sequence's ends, then takes 67 rows (5 groups:
+  // warp 0 computes two).
   // One-pass groups (one_pass_group below) where K is exactly the bucket's 4 or 16 taps.
   constexpr bool kOnePass = kTokenSplit && (kTaps == 4 || kTaps == 16);
   constexpr bool kSiluPass = kTokenSplit && kTaps == 4;
@@ -216,7 +218,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
               z.y = fmaf(wr[kTaps - 1 - k].y, v.y, z.y);
             }
             const float2 d = lds2<T>(dyt, r_begin + m, lane);
-            gv = {d.x * silu_grad_f(z.x), d.y * silu_grad_f(z.y)};
+            gv = {__fmul_rn(d.x, silu_grad_f(z.x)), __fmul_rn(d.y, silu_grad_f(z.y))};  // (rounded as the g tile stores it)
           } else {
             gv = lds2<G>(gt, r_begin + m, lane);
           }
@@ -368,7 +370,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
             float2 gv{0.0f, 0.0f};
             if (pc.pos + r < pc.len) {
               const float2 d = lds2<T>(dyt, r, lane);
-              gv = {d.x * silu_grad_f(z[i].x), d.y * silu_grad_f(z[i].y)};
+              gv = {__fmul_rn(d.x, silu_grad_f(z[i].x)), __fmul_rn(d.y, silu_grad_f(z[i].y))};
             }
             reinterpret_cast<float2*>(gsm + r * kTileC)[lane] = gv;
           }

@@ -64,7 +64,15 @@ inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::
   const std::int64_t pieces = (rows + piece_rows - 1) / piece_rows;
   const std::int64_t want_jobs = std::max<std::int64_t>(1, resident_blocks * waves);
   const std::int64_t runs_wanted = std::max<std::int64_t>(1, want_jobs / g.ctiles);
-  const std::int64_t pieces_per_run = std::max<std::int64_t>(1, (pieces + runs_wanted - 1) / runs_wanted);
+  std::int64_t pieces_per_run = std::max<std::int64_t>(1, (pieces + runs_wanted - 1) / runs_wanted);
+  if (blocks == Blocks::per_job) {
+    // Runs of at least 4 pieces where the jobs still fill the resident blocks: with one or two
+    // channel tiles (C <= 256) `waves` jobs a block would otherwise cut runs to a single piece,
+    // each paying a pipeline fill, the weights and (backward) a partials row of its own.
+    constexpr std::int64_t kMinRunPieces = 4;
+    const std::int64_t fill = std::max<std::int64_t>(1, pieces * g.ctiles / std::max<std::int64_t>(1, resident_blocks));
+    pieces_per_run = std::max(pieces_per_run, std::min(kMinRunPieces, fill));
+  }
   g.run_rows = pieces_per_run * piece_rows;
   g.runs = (rows + g.run_rows - 1) / g.run_rows;
   g.jobs = g.runs * g.ctiles;
