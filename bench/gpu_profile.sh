@@ -21,6 +21,7 @@ cli=build-gpu/tools/shortconv
 declare -A kernel args
 kernel[fwd_k4]=forward_tiled;       args[fwd_k4]="-K 4"
 kernel[fwd_k16]=forward_tiled;      args[fwd_k16]="-K 16"
+kernel[fwd_k8]=forward_tiled;       args[fwd_k8]="-K 8"
 kernel[mma_k32]=forward_mma;        args[mma_k32]="-K 32"
 kernel[bwd_k4]=backward_tiled;      args[bwd_k4]="-K 4"
 kernel[bwd_k16]=backward_tiled;     args[bwd_k16]="-K 16 --no-tensor-cores"
