@@ -76,8 +76,8 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC;  // (past C in a last part: no loads or stores)
-    const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
-    const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
+    std::int64_t r0, r1;
+    g.run_range(job / g.ctiles, r0, r1);
     // The weights' loads go out first and their shared-memory stores (which wait for the data)
     // after the first pieces' copies, so the two overlap.
     WeightStager<kThreads, kMaxK> weights;
@@ -146,8 +146,13 @@ bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t
   // 0.1004 (8 waves 0.1025); f32 (1,16384,4096,4) 0.1945 -> 0.1872.
   // Runs of at least 4 pieces on narrow shapes (make_tiled_grid, which has the timings), but not
   // for f32, whose forward measured faster without.
-  const std::int64_t K = p.shape.width, waves = K <= 8 ? (p.silu ? 6 : 8) : 2, min_run = sizeof(T) == 4 ? 1 : 4;
-  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, waves, tile::kPieceRows, tile::kTileC * parts, Blocks::per_job, min_run);
+  // 8 < K <= 16: the last 20% of the pieces in shorter runs (about 2 jobs a resident block of
+  // them): K=16 0.1042 -> 0.1026-0.1028 ms; 35% the same, 1 or 4 tail jobs a block slower
+  // (0.1088 / 0.1034). At K=8 and K=4 no change beyond noise with 2-4 head waves, and the
+  // tensor-core forward measured slower with every taper tried (K=32 0.1314 -> 0.1321-0.1399).
+  const std::int64_t K = p.shape.width, min_run = sizeof(T) == 4 ? 1 : 4, waves = K <= 8 ? (p.silu ? 6 : 8) : 2;
+  const Taper taper = K > 8 && K <= 16 ? Taper{20, 2} : Taper{};
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, waves, tile::kPieceRows, tile::kTileC * parts, Blocks::per_job, min_run, taper);
   kernel<<<g.grid, kThreads * parts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
   return true;

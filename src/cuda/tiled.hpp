@@ -25,14 +25,25 @@ __host__ __device__ constexpr std::size_t tiled_stage_bytes(std::size_t elem_byt
   return static_cast<std::size_t>(rows) * 64 * elem_bytes;
 }
 
-/// Jobs are (channel tile of 64 or 128, run of run_rows flat tokens); blocks stride over them.
+/// Jobs are (channel tile of 64 or 128, run of flat tokens); blocks stride over them. Runs
+/// [0, head_runs) are run_rows long, the later ones tail_rows (the last one cut at `rows`).
 struct TiledGrid {
-  std::int64_t rows = 0;      // flat tokens
-  std::int64_t ctiles = 1;    // channel tiles
-  std::int64_t run_rows = 64; // a multiple of the piece (64 rows; 128 in the tensor-core kernels)
+  std::int64_t rows = 0;       // flat tokens
+  std::int64_t ctiles = 1;     // channel tiles
+  std::int64_t run_rows = 64;  // a multiple of the piece (64 rows; 128 in the tensor-core kernels)
   std::int64_t runs = 1;
   std::int64_t jobs = 1;
+  std::int64_t head_runs = 1;   // runs of run_rows rows
+  std::int64_t tail_rows = 64;  // rows of each later run (a multiple of the piece)
   unsigned grid = 1;
+
+  /// Flat rows [r0, r1) of run `run`.
+  __host__ __device__ void run_range(std::int64_t run, std::int64_t& r0, std::int64_t& r1) const {
+    const bool head = run < head_runs;
+    r0 = head ? run * run_rows : head_runs * run_rows + (run - head_runs) * tail_rows;
+    const std::int64_t end = r0 + (head ? run_rows : tail_rows);
+    r1 = end < rows ? end : rows;
+  }
 };
 
 /// Whether 16-byte copies can move the rows of a tensor with `elem`-byte elements: it is absent,
@@ -51,6 +62,13 @@ enum class Blocks {
              // kernel as slow as its slowest SM
 };
 
+/// Per-job grids only: the last `tail_percent` of the pieces go in shorter runs, about
+/// `tail_waves` jobs a resident block of them (none: every run the same length).
+struct Taper {
+  std::int64_t tail_percent = 0;
+  std::int64_t tail_waves = 0;
+};
+
 /// Runs long enough that the resident blocks get about `waves` jobs each (one wave when waves is
 /// 1: a block then owns one run, which keeps per-block workspaces to one per resident block).
 /// Runs are whole pieces of `piece_rows`; a job spans `tile_channels` channels. The run count,
@@ -58,7 +76,7 @@ enum class Blocks {
 /// whatever the token count.
 inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves,
                                  std::int64_t piece_rows = 64, std::int64_t tile_channels = 64, Blocks blocks = Blocks::resident,
-                                 std::int64_t min_run_pieces = 4) {
+                                 std::int64_t min_run_pieces = 4, Taper taper = {}) {
   TiledGrid g;
   g.rows = rows;
   g.ctiles = (channels + tile_channels - 1) / tile_channels;
@@ -79,6 +97,22 @@ inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::
   }
   g.run_rows = pieces_per_run * piece_rows;
   g.runs = (rows + g.run_rows - 1) / g.run_rows;
+  g.head_runs = g.runs;
+  g.tail_rows = g.run_rows;
+  if (blocks == Blocks::per_job && taper.tail_percent > 0 && taper.tail_waves > 0) {
+    // Long runs first, then short ones: blocks start in index order, so the last jobs to start
+    // are short and the SMs finish close together, while most rows pay few job starts.
+    const std::int64_t tail_want = pieces * taper.tail_percent / 100;
+    const std::int64_t head_runs = (pieces - tail_want) / pieces_per_run;
+    const std::int64_t tail_pieces = pieces - head_runs * pieces_per_run;
+    const std::int64_t tail_runs_wanted = std::max<std::int64_t>(1, resident_blocks * taper.tail_waves / g.ctiles);
+    const std::int64_t tail_per_run = std::max<std::int64_t>(1, (tail_pieces + tail_runs_wanted - 1) / tail_runs_wanted);
+    if (head_runs > 0 && tail_pieces > 0 && tail_per_run < pieces_per_run) {
+      g.head_runs = head_runs;
+      g.tail_rows = tail_per_run * piece_rows;
+      g.runs = head_runs + (tail_pieces + tail_per_run - 1) / tail_per_run;
+    }
+  }
   g.jobs = g.runs * g.ctiles;
   constexpr std::int64_t kMaxGrid = 0x7fffffff;  // gridDim.x
   g.grid = static_cast<unsigned>(std::max<std::int64_t>(1, std::min(g.jobs, blocks == Blocks::resident ? resident_blocks : kMaxGrid)));
