@@ -40,7 +40,7 @@ std::vector<Problem> cuda_problems() {
   // enough pieces a channel tile for head runs of several pieces and tail runs of one (on an
   // H100; test_tiled_grid.cu checks the arithmetic), in the exact K = 16 kernel and the generic
   // 16 bucket.
-  out.push_back({4, 4096, 512, 16, DType::bf16, DType::bf16, true, false});
+  out.push_back({4, 9600, 512, 16, DType::bf16, DType::bf16, true, false});
   out.push_back({2, 16384, 256, 12, DType::f32, DType::f32, false, false});
   return out;
 }

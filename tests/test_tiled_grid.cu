@@ -88,6 +88,27 @@ TEST(TiledGrid, NarrowShapesKeepRunsOfFourPieces) {
   EXPECT_EQ(g.run_rows, 3 * 64);
   const TiledGrid f32 = make_tiled_grid(65536, 128, 528, 8, 64, 64, Blocks::per_job, 1);
   EXPECT_EQ(f32.run_rows, 64);
+  // A taper leaves runs the floor set alone.
+  const TiledGrid tapered = make_tiled_grid(65536, 128, 264, 3, 64, 128, Blocks::per_job, 4, Taper{25, 6});
+  expect_covers(tapered, 64);
+  EXPECT_EQ(tapered.run_rows, 3 * 64);
+  EXPECT_EQ(tapered.head_runs, tapered.runs);
+}
+
+TEST(TiledGrid, TaperedProblemsOfTheCudaSweep) {
+  // The sweep's taper problems (test_cuda.cpp) on an H100's resident blocks: bf16 K = 16, 4 x
+  // 9600 rows x 512 channels (264 blocks of 128 channels): runs of 5 pieces, then of 1; f32
+  // K = 12, 2 x 16384 rows x 256 channels (396 blocks of 64, no floor): runs of 3, then of 1.
+  const TiledGrid bf16 = make_tiled_grid(4 * 9600, 512, 264, 2, 64, 128, Blocks::per_job, 4, Taper{20, 2});
+  expect_covers(bf16, 64);
+  EXPECT_EQ(bf16.run_rows, 5 * 64);
+  EXPECT_EQ(bf16.tail_rows, 64);
+  EXPECT_LT(bf16.head_runs, bf16.runs);
+  const TiledGrid f32 = make_tiled_grid(2 * 16384, 256, 396, 2, 64, 64, Blocks::per_job, 1, Taper{20, 2});
+  expect_covers(f32, 64);
+  EXPECT_EQ(f32.run_rows, 3 * 64);
+  EXPECT_EQ(f32.tail_rows, 64);
+  EXPECT_LT(f32.head_runs, f32.runs);
 }
 
 }  // namespace

@@ -127,7 +127,8 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC, run = job / g.ctiles;  // (past C in a last part: no loads or stores)
-    const std::int64_t r0 = run * g.run_rows, r1 = min64(g.rows, r0 + g.run_rows);
+    std::int64_t r0, r1;
+    g.run_range(run, r0, r1);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
     const float2 bias = p.silu ? bias_pair(p, c, nc) : float2{0.0f, 0.0f};
@@ -437,14 +438,19 @@ bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, 
   smem *= parts;
   const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sms);
   // K <= 4: a block a job, about 6 jobs for each resident block (tiled.hpp); the partials grow
-  // to 6 x (resident blocks) x (K+1) x 64 or 128 channels, ~4 MB on an H100 for any T and C.
+  // to ~6 x (resident blocks) x (K+1) x 64 or 128 channels, ~4 MB on an H100 for any T and C.
   // H100, bf16 B=4 T=4096 C=4096, against one run a resident block: K=4 0.1641 -> 0.1481 ms, SiLU
   // K=4 0.1763 -> 0.1547; at 4 / 8 jobs a block: K=2 0.1675 -> 0.1490 / 0.1479, (1,65536,2048,4)
   // 0.3178 -> 0.2928 / 0.2880. Wider K keeps one run a resident block: more were slower there
   // (K=8 0.1557 -> 0.1620 at 2 jobs a block, K=16 0.2047 -> 0.2088).
+  // Since then K <= 4 tapers (tiled.hpp): 3 jobs a resident block of long runs, the last 25% of
+  // the pieces in runs for 6: K=4 0.1475-0.1477 -> 0.1458-0.1461 ms (2 head jobs a block 0.1469).
+  // At K=8 and 16 one block a job with a taper was slower (K=8 0.1532-0.1543 -> 0.1601-0.1656,
+  // K=16 0.2037-0.2041 -> 0.2049-0.2113), and so was one block a job alone (0.1534-0.1547,
+  // 0.2042-0.2045).
   const bool many = K <= 4;
-  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, many ? 6 : 1, kPieceRows, kTileC * parts,
-                                      many ? Blocks::per_job : Blocks::resident);
+  const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, many ? 3 : 1, kPieceRows, kTileC * parts,
+                                      many ? Blocks::per_job : Blocks::resident, 4, many ? Taper{25, 6} : Taper{});
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) * static_cast<std::size_t>(p.shape.channels) * sizeof(float);
   SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));

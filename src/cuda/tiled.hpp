@@ -84,6 +84,7 @@ inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::
   const std::int64_t want_jobs = std::max<std::int64_t>(1, resident_blocks * waves);
   const std::int64_t runs_wanted = std::max<std::int64_t>(1, want_jobs / g.ctiles);
   std::int64_t pieces_per_run = std::max<std::int64_t>(1, (pieces + runs_wanted - 1) / runs_wanted);
+  const std::int64_t spread = pieces_per_run;  // before the floor
   if (blocks == Blocks::per_job) {
     // Runs of at least min_run_pieces pieces where the jobs still fill the resident blocks: with
     // one or two channel tiles (C <= 256) `waves` jobs a block would otherwise cut runs to a
@@ -99,9 +100,10 @@ inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::
   g.runs = (rows + g.run_rows - 1) / g.run_rows;
   g.head_runs = g.runs;
   g.tail_rows = g.run_rows;
-  if (blocks == Blocks::per_job && taper.tail_percent > 0 && taper.tail_waves > 0) {
+  if (blocks == Blocks::per_job && taper.tail_percent > 0 && taper.tail_waves > 0 && pieces_per_run == spread) {
     // Long runs first, then short ones: blocks start in index order, so the last jobs to start
-    // are short and the SMs finish close together, while most rows pay few job starts.
+    // are short and the SMs finish close together, while most rows pay few job starts. Not where
+    // the floor above set the run length: those narrow shapes keep the runs it measured best.
     const std::int64_t tail_want = pieces * taper.tail_percent / 100;
     const std::int64_t head_runs = (pieces - tail_want) / pieces_per_run;
     const std::int64_t tail_pieces = pieces - head_runs * pieces_per_run;
