@@ -131,7 +131,10 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
     g.run_range(run, r0, r1);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
-    const float2 bias = p.silu ? bias_pair(p, c, nc) : float2{0.0f, 0.0f};
+    // SiLU's bias: raw bits now, converted after the job's first copies are issued (BiasPairStager).
+    BiasPairStager bias_bits;
+    if (p.silu) bias_bits.issue(p, c, nc);
+    float2 bias{0.0f, 0.0f};
     float2 dw[kTaps], db{0.0f, 0.0f};
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
@@ -160,6 +163,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       cp_async_commit();  // (an empty group past `stages`: the wait below counts the same)
     }
     weights.finish(wsm, p, K, c0, C, tid);
+    bias = bias_bits.value(p);
     // The stage computed and the stage loaded this iteration, stepped round the ring (a modulo
     // by the runtime stage count was ~50 SASS instructions a piece).
     auto next_stage = [&](int st) { return st + 1 == stages ? 0 : st + 1; };

@@ -367,4 +367,22 @@ __device__ __forceinline__ float2 bias_pair(const P& p, std::int64_t c, int nc) 
   return b;
 }
 
+/// bias_pair in two halves, as WeightStager: issue() loads the raw bits at a job's start,
+/// value() converts them where the sums begin, so the loads' latency hides behind the job's
+/// first copies.
+struct BiasPairStager {
+  unsigned x = 0u, y = 0u;  // zero bits: 0.0f in every dtype
+  template <class P>
+  __device__ __forceinline__ void issue(const P& p, std::int64_t c, int nc) {
+    if (p.bias != nullptr) {
+      if (nc > 0) x = load_bits(p.bias, p.bdtype, c * p.bias_stride);
+      if (nc > 1) y = load_bits(p.bias, p.bdtype, (c + 1) * p.bias_stride);
+    }
+  }
+  template <class P>
+  __device__ __forceinline__ float2 value(const P& p) const {
+    return {bits_as_f32(x, p.bdtype), bits_as_f32(y, p.bdtype)};
+  }
+};
+
 }  // namespace shortconv::cuda::tile
