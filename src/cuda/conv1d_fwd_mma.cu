@@ -128,18 +128,6 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
     const std::int64_t c0 = (job % g.ctiles) * kChannels;
     std::int64_t r0, r1;
     g.run_range(job / g.ctiles, r0, r1);
-    // Pieces start at positions that are multiples of 16 (a run's first piece computes from the
-    // block start and stores from its own), so every output's sum is grouped by its position in
-    // the sequence alone: equal whatever the run boundaries, the batch layout or cu_seqlens.
-    PieceWalker producer(q, r0, r1, kRows, 16), consumer = producer;
-    // The first copies go out before the weights are staged, so the weights' loads (a chain of
-    // L2 round trips, one per pair loop step) overlap them.
-#pragma unroll
-    for (int st = 0; st < kStages - 1; ++st) {
-      const Piece pc = producer.next();
-      if (pc.n > 0) load_piece<T>(stage_base + st * L.tile_rows * kChannels, src, q, pc, (pc.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
-      cp_async_commit();
-    }
     bool bad_weight = false;
     // Even copy: (w'[2p], w'[2p+1]); odd copy: (w'[2p+1], w'[2p+2]). Two threads a channel, so
     // a thread computes its channel's address once (the per-element 64-bit index math of one
@@ -149,25 +137,16 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
       const int ch = static_cast<int>(threadIdx.x) / 2;
       const std::int64_t c = c0 + ch;
       const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
-      // kBatch pairs' loads before any of their stores: one L2 round trip a batch, not a pair.
-      constexpr int kBatch = 4;
-      for (int pr0 = static_cast<int>(threadIdx.x) % 2; pr0 < L.pairs; pr0 += 2 * kBatch) {
-        unsigned h[kBatch][3];
+      for (int pr = static_cast<int>(threadIdx.x) % 2; pr < L.pairs; pr += 2) {
+        unsigned h[3];
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u)
-#pragma unroll
-          for (int e = 0; e < 3; ++e) {
-            const int pr = pr0 + 2 * u, k = 2 * pr + e - kWeightPad;
-            h[u][e] = pr < L.pairs && c < C && k >= 0 && k <= L.H ? wc[k * p.w_width_stride] : 0u;
-          }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int pr = pr0 + 2 * u;
-          if (pr >= L.pairs) break;
-          wsm[(ch * 2 + 0) * L.pairs + pr] = h[u][0] | (h[u][1] << 16);
-          wsm[(ch * 2 + 1) * L.pairs + pr] = h[u][1] | (h[u][2] << 16);
-          bad_weight |= nonfinite_pair<T>(h[u][0] | (h[u][1] << 16));
+        for (int e = 0; e < 3; ++e) {
+          const int k = 2 * pr + e - kWeightPad;
+          h[e] = c < C && k >= 0 && k <= L.H ? wc[k * p.w_width_stride] : 0u;
         }
+        wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
+        wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
+        bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
       }
     }
     for (int i = threadIdx.x; i < kChannels; i += kThreads) {
@@ -176,6 +155,16 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
     }
     bad_weight = __syncthreads_or(bad_weight) != 0;
 
+    // Pieces start at positions that are multiples of 16 (a run's first piece computes from the
+    // block start and stores from its own), so every output's sum is grouped by its position in
+    // the sequence alone: equal whatever the run boundaries, the batch layout or cu_seqlens.
+    PieceWalker producer(q, r0, r1, kRows, 16), consumer = producer;
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) {
+      const Piece pc = producer.next();
+      if (pc.n > 0) load_piece<T>(stage_base + st * L.tile_rows * kChannels, src, q, pc, (pc.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
+      cp_async_commit();
+    }
     for (int it = 0;; ++it) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
