@@ -36,12 +36,14 @@ std::vector<Problem> cuda_problems() {
   // (2 jobs a piece row; the last block's second tile holds 8 channels).
   for (std::int64_t K : {2, 4, 5, 8, 16})
     for (DType d : {DType::bf16, DType::f16}) out.push_back({8, 2053, 200, K, d, d, K != 5, false});
-  // Forward grids with a taper (8 < K <= 16: short runs after the long ones, make_tiled_grid):
-  // enough pieces a channel tile for head runs of several pieces and tail runs of one (on an
-  // H100; test_tiled_grid.cu checks the arithmetic), in the exact K = 16 kernel and the generic
-  // 16 bucket.
+  // Tapered grids (short runs after the long ones, make_tiled_grid): enough pieces a channel tile
+  // for head runs of several pieces and tail runs of one on an H100 or H200 (test_tiled_grid.cu
+  // checks the arithmetic): the 16-bit forward at 8 < K <= 16 (the exact K = 16 kernel and the
+  // generic 16 bucket) and the backward at K <= 4 (bf16 in 128-channel blocks, f32).
   out.push_back({4, 9600, 512, 16, DType::bf16, DType::bf16, true, false});
-  out.push_back({2, 16384, 256, 12, DType::f32, DType::f32, false, false});
+  out.push_back({4, 9600, 512, 12, DType::f16, DType::f16, false, false});
+  out.push_back({4, 9600, 512, 4, DType::bf16, DType::bf16, true, false});
+  out.push_back({4, 8192, 512, 4, DType::f32, DType::f32, false, false});
   return out;
 }
 

@@ -79,10 +79,10 @@ TEST(TiledGrid, TaperShortensTheLastRuns) {
   EXPECT_EQ(one.head_runs, one.runs);
 }
 
-TEST(TiledGrid, NarrowShapesKeepRunsOfFourPieces) {
+TEST(TiledGrid, NarrowShapesKeepTheRunFloor) {
   // B=1 T=65536 C=128, 16-bit (one 128-channel tile, 264 resident blocks): 8 jobs a block would
-  // cut 1024 pieces into runs of one; the floor keeps 4 (the 3.9 pieces a resident block get
-  // rounded down to 3).
+  // cut 1024 pieces into runs of one; the floor of 4 pieces is capped by the 3.9 pieces a
+  // resident block gets, rounded down: runs of 3.
   const TiledGrid g = make_tiled_grid(65536, 128, 264, 8, 64, 128, Blocks::per_job);
   expect_covers(g, 64);
   EXPECT_EQ(g.run_rows, 3 * 64);
@@ -96,19 +96,21 @@ TEST(TiledGrid, NarrowShapesKeepRunsOfFourPieces) {
 }
 
 TEST(TiledGrid, TaperedProblemsOfTheCudaSweep) {
-  // The sweep's taper problems (test_cuda.cpp) on an H100's resident blocks: bf16 K = 16, 4 x
-  // 9600 rows x 512 channels (264 blocks of 128 channels): runs of 5 pieces, then of 1; f32
-  // K = 12, 2 x 16384 rows x 256 channels (396 blocks of 64, no floor): runs of 3, then of 1.
-  const TiledGrid bf16 = make_tiled_grid(4 * 9600, 512, 264, 2, 64, 128, Blocks::per_job, 4, Taper{20, 2});
-  expect_covers(bf16, 64);
-  EXPECT_EQ(bf16.run_rows, 5 * 64);
-  EXPECT_EQ(bf16.tail_rows, 64);
-  EXPECT_LT(bf16.head_runs, bf16.runs);
-  const TiledGrid f32 = make_tiled_grid(2 * 16384, 256, 396, 2, 64, 64, Blocks::per_job, 1, Taper{20, 2});
-  expect_covers(f32, 64);
-  EXPECT_EQ(f32.run_rows, 3 * 64);
-  EXPECT_EQ(f32.tail_rows, 64);
-  EXPECT_LT(f32.head_runs, f32.runs);
+  // The sweep's taper problems (test_cuda.cpp) on an H100's resident blocks (2 blocks of 128
+  // channels an SM for the 16-bit forward at K <= 16 and the bf16 backward at K <= 4): forward
+  // 4 x 9600 rows x 512 channels, runs of 5 pieces, then of 1; backward, the same shape at
+  // K = 4, runs of 4 (112 of them), then of 1.
+  const TiledGrid fwd = make_tiled_grid(4 * 9600, 512, 264, 2, 64, 128, Blocks::per_job, 4, Taper{20, 2});
+  expect_covers(fwd, 64);
+  EXPECT_EQ(fwd.run_rows, 5 * 64);
+  EXPECT_EQ(fwd.tail_rows, 64);
+  EXPECT_LT(fwd.head_runs, fwd.runs);
+  const TiledGrid bwd = make_tiled_grid(4 * 9600, 512, 264, 3, 64, 128, Blocks::per_job, 4, Taper{25, 6});
+  expect_covers(bwd, 64);
+  EXPECT_EQ(bwd.run_rows, 4 * 64);
+  EXPECT_EQ(bwd.head_runs, 112);
+  EXPECT_EQ(bwd.tail_rows, 64);
+  EXPECT_EQ(bwd.runs, 112 + 152);
 }
 
 }  // namespace

@@ -599,6 +599,8 @@ void launch_bwd_mma(const BackwardParams& p, const SeqView& q, std::int64_t rows
   constexpr auto kernel = backward_mma_kernel<T, kStages>;
   const std::size_t smem = smem_bytes(L, kStages);
   const std::int64_t resident = resident_blocks(kernel, kThreads, smem, sm_count(p.device_index));
+  // Resident blocks, no taper: every run is run_rows long (the kernel computes its runs' rows
+  // from that alone; test_tiled_grid.cu checks head_runs == runs for such grids).
   const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, 1, kRows);
   const auto stream = static_cast<cudaStream_t>(p.stream);
   *partials = nullptr;

@@ -134,7 +134,6 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
     // SiLU's bias: raw bits now, converted after the job's first copies are issued (BiasPairStager).
     BiasPairStager bias_bits;
     if (p.silu) bias_bits.issue(p, c, nc);
-    float2 bias{0.0f, 0.0f};
     float2 dw[kTaps], db{0.0f, 0.0f};
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
@@ -163,7 +162,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       cp_async_commit();  // (an empty group past `stages`: the wait below counts the same)
     }
     weights.finish(wsm, p, K, c0, C, tid);
-    bias = bias_bits.value(p);
+    const float2 bias = bias_bits.value(p);
     // The stage computed and the stage loaded this iteration, stepped round the ring (a modulo
     // by the runtime stage count was ~50 SASS instructions a piece).
     auto next_stage = [&](int st) { return st + 1 == stages ? 0 : st + 1; };
@@ -441,14 +440,17 @@ bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, 
   const int parts = tiled_parts(kernel, p.silu ? 1 : kMaxParts<T, kTaps, kTokenSplit>, smem, smem_max, rows, p.shape.channels, sms);
   smem *= parts;
   const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sms);
-  // K <= 4: a block a job, about 6 jobs for each resident block (tiled.hpp); the partials grow
-  // to ~6 x (resident blocks) x (K+1) x 64 or 128 channels, ~4 MB on an H100 for any T and C.
+  // K <= 4: a block a job, 6-8 jobs for each resident block (tiled.hpp); the partials grow to
+  // that many times (resident blocks) x (K+1) x 64 or 128 channels: on an H100, bf16, 4.3 MB at
+  // (4,4096,4096,4), 4.6 at (2,4096,8192,4), 5.2 at (1,65536,2048,4), bounded whatever T and C.
   // H100, bf16 B=4 T=4096 C=4096, against one run a resident block: K=4 0.1641 -> 0.1481 ms, SiLU
   // K=4 0.1763 -> 0.1547; at 4 / 8 jobs a block: K=2 0.1675 -> 0.1490 / 0.1479, (1,65536,2048,4)
   // 0.3178 -> 0.2928 / 0.2880. Wider K keeps one run a resident block: more were slower there
   // (K=8 0.1557 -> 0.1620 at 2 jobs a block, K=16 0.2047 -> 0.2088).
-  // Since then K <= 4 tapers (tiled.hpp): 3 jobs a resident block of long runs, the last 25% of
-  // the pieces in runs for 6: K=4 0.1475-0.1477 -> 0.1458-0.1461 ms (2 head jobs a block 0.1469).
+  // Since then K <= 4 tapers (tiled.hpp): runs for 3 jobs a resident block, then at least the
+  // last 25% of the pieces in runs for 6 (at (4,4096,4096,4): 17 runs of 11 pieces, 35 of 2):
+  // K=4 0.1475-0.1477 -> 0.1461 ms (0.1469 with runs for 2 jobs a block first; a tail for 8
+  // jobs a block makes the same grid here and measured 0.1458).
   // At K=8 and 16 one block a job with a taper was slower (K=8 0.1532-0.1543 -> 0.1601-0.1656,
   // K=16 0.2037-0.2041 -> 0.2049-0.2113), and so was one block a job alone (0.1534-0.1547,
   // 0.2042-0.2045).

@@ -126,8 +126,10 @@ __global__ __launch_bounds__(kThreads, 3) void forward_mma_kernel(ForwardParams 
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = (job % g.ctiles) * kChannels;
-    std::int64_t r0, r1;
-    g.run_range(job / g.ctiles, r0, r1);
+    // Runs of run_rows each: this grid has no taper (make_tiled_grid gives head_runs == runs then;
+    // test_tiled_grid.cu), and run_range here cost the 3-stage kernel 12 more bytes of spills.
+    const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
+    const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
     bool bad_weight = false;
     // Even copy: (w'[2p], w'[2p+1]); odd copy: (w'[2p+1], w'[2p+2]). Two threads a channel, so
     // a thread computes its channel's address once (the per-element 64-bit index math of one

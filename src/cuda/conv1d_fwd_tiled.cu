@@ -11,8 +11,8 @@
 // while this one is computed. A warp computes 16 rows x 64
 // channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
 // sit in shared memory as f32 [K][64]. Results go straight from registers to y: a warp writes
-// whole rows of the tile. Kernels are instantiated for K buckets (<= 4, <= 16, wider), so the
-// window runs no steps that K cannot need.
+// whole rows of the tile. Kernels are instantiated for K buckets (<= 4, <= 16, wider) and, for
+// 16-bit types, exactly K = 8 and K = 16, so the window runs no steps that K cannot need.
 #include "check.hpp"
 #include "device/common.cuh"
 #include "device/sequences.cuh"
@@ -84,9 +84,9 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
     weights.issue(p, K, c0, C, tid);
     const std::int64_t c = c0 + 2 * lane;
     const int nc = static_cast<int>(max64(0, min64(2, C - c)));
-    // The bias the same way. bias_pair, after the first copies, made every job's first sums wait
-    // for its two loads, each after the one before (its dtype switch converts in between): H100,
-    // bf16 K=16 0.1050 ms with a bias against 0.1025 without.
+    // The bias the same way: loaded and converted one element after the other once the first
+    // copies were out, it made every job's first sums wait for two loads in a row (H100, bf16
+    // K=16: 0.1050 ms with a bias against 0.1025 without; 0.1035 with the stager).
     BiasPairStager bias_bits;
     bias_bits.issue(p, c, nc);
     PieceWalker producer(q, r0, r1), consumer = producer;
@@ -151,12 +151,13 @@ bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t
   // 0.1004 (8 waves 0.1025); f32 (1,16384,4096,4) 0.1945 -> 0.1872.
   // Runs of at least 4 pieces on narrow shapes (make_tiled_grid, which has the timings), but not
   // for f32, whose forward measured faster without.
-  // 8 < K <= 16: the last 20% of the pieces in shorter runs (about 2 jobs a resident block of
-  // them): K=16 0.1042 -> 0.1026-0.1028 ms; 35% the same, 1 or 4 tail jobs a block slower
-  // (0.1088 / 0.1034). At K=8 and K=4 no change beyond noise with 2-4 head waves, and the
-  // tensor-core forward measured slower with every taper tried (K=32 0.1314 -> 0.1321-0.1399).
+  // 16-bit, 8 < K <= 16: at least the last 20% of the pieces in shorter runs (about 2 jobs a
+  // resident block of them): bf16 K=16 0.1042 -> 0.1026-0.1028 ms; 35% the same, 1 or 4 tail
+  // jobs a block slower (0.1088 / 0.1034). At K=8 and K=4 no change beyond noise with 2-4 head
+  // waves, and the tensor-core forward measured slower with every taper tried (K=32 0.1314 ->
+  // 0.1321-0.1399). f32 was not measured with one (and took the run floor the other way).
   const std::int64_t K = p.shape.width, min_run = sizeof(T) == 4 ? 1 : 4, waves = K <= 8 ? (p.silu ? 6 : 8) : 2;
-  const Taper taper = K > 8 && K <= 16 ? Taper{20, 2} : Taper{};
+  const Taper taper = sizeof(T) == 2 && K > 8 && K <= 16 ? Taper{20, 2} : Taper{};
   const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, waves, tile::kPieceRows, tile::kTileC * parts, Blocks::per_job, min_run, taper);
   kernel<<<g.grid, kThreads * parts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");

@@ -62,8 +62,9 @@ enum class Blocks {
              // kernel as slow as its slowest SM
 };
 
-/// Per-job grids only: the last `tail_percent` of the pieces go in shorter runs, about
-/// `tail_waves` jobs a resident block of them (none: every run the same length).
+/// Per-job grids only: at least the last `tail_percent` of the pieces (the head keeps whole
+/// runs) go in shorter runs, about `tail_waves` jobs a resident block of them (their runs take
+/// whole pieces, so rounded); none: every run the same length.
 struct Taper {
   std::int64_t tail_percent = 0;
   std::int64_t tail_waves = 0;
@@ -73,7 +74,8 @@ struct Taper {
 /// 1: a block then owns one run, which keeps per-block workspaces to one per resident block).
 /// Runs are whole pieces of `piece_rows`; a job spans `tile_channels` channels. The run count,
 /// and so a backward's partials ([runs][K+1][C]), stays near waves x resident / channel tiles
-/// whatever the token count.
+/// whatever the token count (with a taper up to ((1 - tail fraction) waves + tail_waves) x
+/// resident / channel tiles).
 inline TiledGrid make_tiled_grid(std::int64_t rows, std::int64_t channels, std::int64_t resident_blocks, std::int64_t waves,
                                  std::int64_t piece_rows = 64, std::int64_t tile_channels = 64, Blocks blocks = Blocks::resident,
                                  std::int64_t min_run_pieces = 4, Taper taper = {}) {

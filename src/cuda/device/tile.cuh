@@ -356,20 +356,11 @@ struct WeightStager {
   }
 };
 
-/// The bias of channels c and c + 1, of which `nc` exist (zeros without a bias).
-template <class P>
-__device__ __forceinline__ float2 bias_pair(const P& p, std::int64_t c, int nc) {
-  float2 b{0.0f, 0.0f};
-  if (p.bias != nullptr) {
-    if (nc > 0) b.x = load_any(p.bias, p.bdtype, c * p.bias_stride);
-    if (nc > 1) b.y = load_any(p.bias, p.bdtype, (c + 1) * p.bias_stride);
-  }
-  return b;
-}
-
-/// bias_pair in two halves, as WeightStager: issue() loads the raw bits at a job's start,
-/// value() converts them where the sums begin, so the loads' latency hides behind the job's
-/// first copies.
+/// The bias of channels c and c + 1, of which `nc` exist (zeros without a bias), in two halves
+/// as WeightStager: issue() loads the raw bits at a job's start, value() converts them where the
+/// sums begin, so the loads' latency hides behind the job's first copies. (Loading and
+/// converting each element where the sums begin made them wait for two loads in a row: the
+/// dtype switch converts between them.)
 struct BiasPairStager {
   unsigned x = 0u, y = 0u;  // zero bits: 0.0f in every dtype
   template <class P>
