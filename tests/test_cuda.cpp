@@ -44,6 +44,17 @@ std::vector<Problem> cuda_problems() {
   out.push_back({4, 9600, 512, 12, DType::f16, DType::f16, false, false});
   out.push_back({4, 9600, 512, 4, DType::bf16, DType::bf16, true, false});
   out.push_back({4, 8192, 512, 4, DType::f32, DType::f32, false, false});
+  // The 16-bit tensor-core forward (24 <= K <= 112) at widths whose weight pairs are padded for
+  // conflict-free fragment loads (K = 24-29 and K >= 66), in 4-warp blocks (2 x 2053 rows x 264
+  // channels: 170 pieces of 128 rows, and 3 blocks an SM at K <= 49) and in 8-warp ones (K = 80;
+  // 257 rows: fewer pieces than SMs on an H100 or H200).
+  for (std::int64_t K : {24, 29, 80})
+    for (DType d : {DType::bf16, DType::f16}) {
+      out.push_back({2, 2053, 264, K, d, d, K != 29, false});
+      Problem padded{1, 257, 200, K, d, d, true, false};
+      padded.padded = true;
+      out.push_back(padded);
+    }
   return out;
 }
 
