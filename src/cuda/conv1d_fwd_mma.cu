@@ -28,8 +28,8 @@
 // whose sums of a piece are not all finite, computes those outputs with the plain (masked) sum
 // instead, which follows the contract exactly.
 //
-// Status (H100, bf16, B=4 T=4096 C=4096): 0.137 ms at K <= 17 (J = 2), 0.139-0.147 ms at
-// K = 24-32, 0.178 ms at K = 64 (50% of the copy floor), 0.249 ms at K = 128. y stores went 0.26 ms (fragment stores,
+// Status (H100, bf16, B=4 T=4096 C=4096, 21a725f): 0.131 ms at K = 24-32 (J = 3), 0.153 at
+// K = 48, 0.161 at K = 64 (55% of the copy floor), 0.172 at K = 80. y stores went 0.26 ms (fragment stores,
 // the two halves of each 32-byte sector far apart in time) -> 0.19 (halves back to back) -> 0.137
 // (staged in the tile, whole rows) at K = 4.
 //
