@@ -44,10 +44,12 @@ std::vector<Problem> cuda_problems() {
   out.push_back({4, 9600, 512, 12, DType::f16, DType::f16, false, false});
   out.push_back({4, 9600, 512, 4, DType::bf16, DType::bf16, true, false});
   out.push_back({4, 8192, 512, 4, DType::f32, DType::f32, false, false});
-  // The 16-bit tensor-core forward (24 <= K <= 112) at widths whose weight pairs are padded for
-  // conflict-free fragment loads (K = 24-29 and K >= 66), in 4-warp blocks (2 x 2053 rows x 264
-  // channels: 170 pieces of 128 rows, and 3 blocks an SM at K <= 49) and in 8-warp ones (K = 80;
-  // 257 rows: fewer pieces than SMs on an H100 or H200).
+  // The 16-bit tensor-core forward (24 <= K <= 128) at widths whose weight pairs are padded for
+  // conflict-free fragment loads (K = 24-29 and 66-93), in 4-warp blocks (2 x 2053 rows x 264
+  // channels: 165 pieces of 128 rows, at least the 132 SMs of an H100 or H200, and 3 blocks an SM
+  // at K <= 57) and in 8-warp ones (K = 80: 2 blocks of 4 warps an SM; 257 rows: fewer pieces
+  // than SMs). The sweep's other tensor-core problems mostly take 8-warp blocks (few pieces), so
+  // the 4-warp ones also get 4 and 5 chunks a 16-row block (K = 40, 57; 2 x 2052 rows).
   for (std::int64_t K : {24, 29, 80})
     for (DType d : {DType::bf16, DType::f16}) {
       out.push_back({2, 2053, 264, K, d, d, K != 29, false});
@@ -55,6 +57,8 @@ std::vector<Problem> cuda_problems() {
       padded.padded = true;
       out.push_back(padded);
     }
+  out.push_back({2, 2052, 264, 40, DType::bf16, DType::bf16, true, false});
+  out.push_back({2, 2052, 264, 57, DType::f16, DType::f16, false, false});
   return out;
 }
 

@@ -287,6 +287,34 @@ TEST_P(Numerics, ZeroWeightTimesInfinityIsNaN) {
     }
 }
 
+#if SHORTCONV_TEST_CUDA
+// The CUDA tensor-core forward's 4-warp blocks (each warp two 8-channel groups) run only where
+// the pieces of 128 rows x 64 channels fill the SMs, larger than kShapes. There a non-finite x
+// sends one group of a warp to the term-by-term sum while the warp's other group leaves through
+// the tile. x[0, 1000, 67] is in the first group of its warp; its window reaches into the next
+// 128-row piece.
+TEST_P(Numerics, SpecialValueInXTensorCoreFourWarpBlocks) {
+  const Device device = GetParam();
+  const Shape s{1, 8192, 256, 32};  // 4 x 64 = 256 pieces
+  for (DType d : {DType::bf16, DType::f16}) {
+    const DTypes dt{d, d};
+    const Inputs clean_in = make_inputs(s, dt, 5150);
+    const Outputs clean = run(clean_in, device, Variant::fast);
+    for (double special : {std::numeric_limits<double>::quiet_NaN(), -std::numeric_limits<double>::infinity()}) {
+      Inputs in = clean_in;
+      const Affected aff = inject(in, Where::x, special, 0, 1000, 67, 0);
+      const Outputs got = run(in, device, Variant::fast);
+      int failures = 0;
+      check_output(
+          "y with x = " + std::to_string(special) + " " + std::string(dtype_name(d)) + ": ", got.y, clean.y,
+          ref_forward(RefShape{s.B, s.T, s.C, s.K}, in.x, in.w, &in.bias),
+          [&](std::int64_t i) { return aff.y(i / (s.T * s.C), i / s.C % s.T, i % s.C); }, failures,
+          d == DType::bf16 ? 0x1p-7 : 0x1p-10);
+    }
+  }
+}
+#endif
+
 std::string device_name(const testing::TestParamInfo<Device>& info) { return info.param.is_cuda() ? "cuda" : "cpu"; }
 
 #if SHORTCONV_TEST_CUDA

@@ -15,8 +15,8 @@
 // where 3 would cost a block an SM. Two block shapes: 4 warps owning two 8-channel groups each
 // (168 registers: 3 blocks an SM; at K = 32 three stages fit only 2, with 8 warps an SM and 0.5
 // eligible warps a scheduler: ncu, H100), or 8 warps owning one group each (128 registers, 2
-// blocks), taken where the 4-warp blocks get fewer than 3 an SM (K >= 50: the tile and the
-// weights) or the pieces do not fill the SMs (twice the warps a piece). The tile's
+// blocks), taken where the 4-warp blocks get fewer than 3 an SM (K >= 58 on an H100: the tile
+// and the weights) or the pieces do not fill the SMs (twice the warps a piece). The tile's
 // 16-byte chunks are XOR-swizzled by row so that the warp's fragment loads (rows 16 apart, one
 // channel group) hit distinct banks. A thread's B fragment for 8 channels comes from four 16-byte
 // loads (times 2q, 2q+1, 2q+8, 2q+9 of its block, 8 channels each), and its accumulators hold
@@ -144,6 +144,7 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void for
     // channel, so a thread computes its channel's address once (the per-element 64-bit index math
     // of one thread per (channel, pair) was 9% of the kernel's instructions at K = 32).
     constexpr int kPerChannel = kThreads / kChannels;
+    static_assert(kPerChannel * kChannels == kThreads, "whole threads a channel");
     {
       const int ch = static_cast<int>(threadIdx.x) / kPerChannel;
       const std::int64_t c = c0 + ch;
@@ -319,7 +320,7 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void for
       }
     }
     cp_async_wait<0>();
-    __syncthreads();  // the weights are restaged for the next job
+    __syncthreads();  // the next job restages the weights and refills the stages
   }
 }
 
@@ -339,7 +340,8 @@ struct MmaConfig {
   std::int64_t blocks = 0;
 };
 
-/// 2 stages where they keep more blocks an SM than 3 do, else 3.
+/// 2 stages where they keep more blocks an SM than 3 do, else 3. (4-warp blocks run only with 3
+/// an SM, which 3 stages never fit in 228 KB: their 3-stage kernel serves devices with more.)
 template <class T, int kGroups>
 MmaConfig pick_stages(const Layout& L, int device) {
   const std::int64_t blocks3 = blocks_per_sm<T, 3, kGroups>(L, device), blocks2 = blocks_per_sm<T, 2, kGroups>(L, device);
