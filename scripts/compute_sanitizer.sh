@@ -23,8 +23,8 @@ mkdir -p "$out"
 # tests holds SiLU, states and packed sequences at every width (1..64); then the decode step, the
 # naive kernels, the determinism runs (multi-chunk reductions), chunked/decode invariants, owned
 # streams, and the CPU comparison; and the tensor-core forward's 4-warp blocks (T = 2053 / C = 264
-# at K = 24: enough pieces for them, padded weight pairs). Left out: CudaBig.* (minutes under the tools) and AutogradCuda.*
-# (mostly cuBLAS; add it with SANITIZE_FILTER).
+# at K = 24: enough pieces for them, padded weight pairs). Left out: CudaBig.* (minutes under the
+# tools) and AutogradCuda.* (mostly cuBLAS; add it with SANITIZE_FILTER).
 default_filter='Cuda/CudaSweep.*_T37_C33_*:Cuda/CudaSweep.*_T257_C264_*:Cuda/CudaFeatures.*_bf16_*:CudaDecode.*'
 default_filter+=':Cuda/CudaSweep.*_T2053_C264_K24_*:CudaNaive.*:CudaDeterminism.*:CudaInvariants.*:CudaStream.*:CudaVsCpu.*'
 filter=${SANITIZE_FILTER:-$default_filter}

@@ -191,7 +191,7 @@ inline std::vector<FeatureProblem> feature_problems(std::initializer_list<std::i
       // 2 x 4500 rows (141 pieces of 64, 2 jobs of 128 channels each): enough jobs that the CUDA
       // 16-bit FMA kernels (forward K <= 16, backward K <= 8) run blocks of two 64-channel tiles
       // (tiled_parts); SiLU on for odd K (the SiLU backward keeps one tile, its forward takes two).
-      // The same for the CUDA tensor-core forward (16-bit, K >= 24): 288 pieces of 128 rows x 64
+      // The same for the CUDA tensor-core forward (16-bit, K >= 24): 284 pieces of 128 rows x 64
       // channels, so at K <= 57 it takes its 4-warp blocks (two channel groups a warp; fewer pieces
       // than SMs take 8-warp ones), with states, and SiLU for odd K.
       if (K <= 16 || K >= 24) all_states(4500, K % 2 == 1);
