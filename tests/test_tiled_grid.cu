@@ -1,12 +1,14 @@
 // Host-side checks of the tiled kernels' launch arithmetic (src/cuda/tiled.hpp): the runs of a
 // grid cover the flat rows exactly once, in order, whatever the shape, the resident blocks, the
-// waves, the run floor and the taper. Runs without a GPU: nothing here touches a device.
+// waves, the run floor and the taper; and the tensor-core forward's weight layout
+// (src/cuda/mma_forward_layout.hpp). Runs without a GPU: nothing here touches a device.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <sstream>
 #include <string>
 
+#include "cuda/mma_forward_layout.hpp"
 #include "cuda/tiled.hpp"
 
 namespace shortconv::cuda {
@@ -111,6 +113,47 @@ TEST(TiledGrid, TaperedProblemsOfTheCudaSweep) {
   EXPECT_EQ(bwd.head_runs, 112);
   EXPECT_EQ(bwd.tail_rows, 64);
   EXPECT_EQ(bwd.runs, 112 + 152);
+}
+
+// The tensor-core forward's A fragments (conv1d_fwd_mma.cu): for chunk j, lane (g, q) of a warp
+// holds the Toeplitz weights A_j[m][k] = w[K-1 + k - m - 16 j] at (m, k) = (g, 2q), (g+8, 2q) and
+// (g, 2q+8), each with the next tap in its high half. The kernel reads them as the 32-bit words
+// wi, wi - 4 and wi + 4 of the channel's even or odd copy (copy p, word i: taps w'[2i + p] and
+// w'[2i + p + 1], w'[n] = w[n - kWeightPad], 0 outside), with i0 = H + 2q - g + kWeightPad,
+// p = i0 & 1, wi = (i0 - 16 j - p) / 2. For every K the kernel takes: each word is the one the
+// fragment needs, inside its copy, and the 32 lanes' loads of one word hit distinct banks (or the
+// same word).
+TEST(TensorCoreForwardLayout, FragmentWordsAreInTheirCopyAndConflictFree) {
+  using mma_forward::kWeightPad;
+  for (int K = static_cast<int>(kMmaMinK); K <= static_cast<int>(kTiledMaxK); ++K) {
+    const mma_forward::Layout L = mma_forward::make_layout(K);
+    ASSERT_EQ(L.H, K - 1);
+    ASSERT_GE(16 * (L.J - 1), L.H) << "K " << K << ": chunks short of the taps";
+    for (int j = 0; j < L.J; ++j) {
+      const int row_off[3] = {0, 8, 0}, col_off[3] = {0, 0, 8}, word_off[3] = {0, -4, 4};
+      for (int f = 0; f < 3; ++f) {
+        long bank_word[32];
+        for (long& b : bank_word) b = -1;
+        for (int lane = 0; lane < 32; ++lane) {
+          const int g = lane / 4, q = lane % 4;
+          const int i0 = L.H + 2 * q - g + kWeightPad, p = i0 & 1, wi = (i0 - 16 * j - p) / 2;
+          const int word = wi + word_off[f];
+          ASSERT_GE(word, 0) << "K " << K << " j " << j << " lane " << lane;
+          ASSERT_LT(word, L.pairs) << "K " << K << " j " << j << " lane " << lane;
+          // The fragment's first tap, in w' indices, and the word's.
+          const int want = L.H + (2 * q + col_off[f]) - (g + row_off[f]) - 16 * j + kWeightPad;
+          EXPECT_EQ(2 * word + p, want) << "K " << K << " j " << j << " lane " << lane << " fragment " << f;
+          const long addr = static_cast<long>(p) * L.pairs + word;  // channel 0; others shift all lanes alike
+          long& seen = bank_word[addr % 32];
+          EXPECT_TRUE(seen < 0 || seen == addr) << "K " << K << " j " << j << " fragment " << f << ": lane " << lane
+                                                << " shares bank " << addr % 32 << " with another word";
+          seen = addr;
+        }
+      }
+    }
+    // Two pipeline stages and the weights fit an H100's 227 KB a block at every width.
+    EXPECT_LE(mma_forward::smem_bytes(L, 2), 227u * 1024) << "K " << K;
+  }
 }
 
 }  // namespace

@@ -45,6 +45,7 @@
 #include "device/sequences.cuh"
 #include "device/tile.cuh"
 #include "launch.hpp"
+#include "mma_forward_layout.hpp"
 #include "tiled.hpp"
 
 namespace shortconv::cuda {
@@ -54,6 +55,14 @@ using detail::ForwardParams;
 using mma::mma16816;
 using mma::nonfinite_pair;
 using mma::pair_of;
+using mma_forward::kChannels;
+using mma_forward::kRows;
+using mma_forward::kWeightPad;
+using mma_forward::Layout;
+using mma_forward::make_layout;
+using mma_forward::smem_bytes;
+using mma_forward::stage_bytes;
+using mma_forward::weight_bytes;
 using tile::cp_async16;
 using tile::cp_async_commit;
 using tile::cp_async_wait;
@@ -64,40 +73,11 @@ using tile::RowSource;
 
 /// Threads of a block whose warps own `groups` 8-channel groups each (2: 4 warps, 1: 8 warps).
 constexpr int threads_of(int groups) { return 64 / 8 / groups * 32; }
-constexpr int kChannels = 64;   // channels of a tile
-constexpr int kRows = 128;      // output rows of a piece: 8 blocks of 16
-constexpr int kWeightPad = 32;  // w' [i + 32] = w[i]: fragment indices run from -31 to K + 14
-
 /// Rows of 64 16-bit channels are eight 16-byte chunks; chunk c of row r lives at c ^ swizzle(r).
 /// Bits 1-2 and 4 of the row: a quarter warp's fragment rows (2q + {0,1,8,9} in blocks g, g+1)
 /// then land in eight different chunks.
 __device__ __forceinline__ int swizzle(int r) { return ((r >> 1) & 3) | ((r >> 2) & 4); }
 __device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
-
-struct Layout {
-  int K, H, J, Hp, tile_rows, pairs;  // pairs: 32-bit weight pairs per channel and parity
-};
-
-__host__ __device__ inline Layout make_layout(int K) {
-  Layout l;
-  l.K = K;
-  l.H = K - 1;
-  l.J = 1 + (l.H + 15) / 16;
-  l.Hp = 16 * (l.J - 1);
-  l.tile_rows = l.Hp + kRows;
-  l.pairs = (l.H + kWeightPad + 16 + 1) / 2 + 1;
-  // A warp's fragment loads (8 lanes g, both parity copies, one channel) hit 32 distinct banks
-  // when the copies lie 8-25 words apart mod 32 (checked for every K of the kernel); K = 24's 37
-  // pairs gave 2-way conflicts (0.1415 ms against K = 32's 0.1305, H100).
-  const int rem = l.pairs % 32;
-  l.pairs += rem < 8 ? 8 - rem : (rem > 25 ? 40 - rem : 0);
-  return l;
-}
-__host__ __device__ inline std::size_t stage_bytes(const Layout& l) { return static_cast<std::size_t>(l.tile_rows) * kChannels * 2; }
-__host__ __device__ inline std::size_t weight_bytes(const Layout& l) { return static_cast<std::size_t>(kChannels) * 2 * l.pairs * 4; }
-__host__ __device__ inline std::size_t smem_bytes(const Layout& l, int stages) {
-  return stage_bytes(l) * stages + weight_bytes(l) + kChannels * sizeof(float);
-}
 
 /// tile::load_rows into this kernel's swizzled 16-bit tile.
 template <class T, int kThreads>
