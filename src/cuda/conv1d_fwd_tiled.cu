@@ -7,17 +7,21 @@
 // the piece walk and the barriers) and a run
 // of flat tokens, cut into pieces of <= 64 rows inside one sequence (device/tile.cuh). Each piece
 // lands in shared memory with its K-1 halo rows (x, the initial state, or zeros) through a
-// 3-stage (f32) or 4-stage (16-bit) cp.async pipeline, so loads for later pieces are in flight
-// while this one is computed. A warp computes 16 rows x 64
-// channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
+// 3-stage (f32) or 4-stage (16-bit) pipeline, so loads for later pieces are in flight while this
+// one is computed: cp.async copies by every thread, or (16-bit, K > 8, sm_90) one bulk tensor
+// copy of the whole stage issued by one thread, completing on the stage's mbarrier (pieces at a
+// sequence start with a state, or of a packed varlen batch, keep cp.async). A warp computes 16
+// rows x 64 channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
 // sit in shared memory as f32 [K][64]. Results go straight from registers to y: a warp writes
 // whole rows of the tile. Kernels are instantiated for K buckets (<= 4, <= 16, wider) and, for
 // 16-bit types, exactly K = 8 and K = 16, so the window runs no steps that K cannot need.
 #include "check.hpp"
+#include "device/bulk.cuh"
 #include "device/common.cuh"
 #include "device/sequences.cuh"
 #include "device/tile.cuh"
 #include "launch.hpp"
+#include "tensor_map.hpp"
 #include "tiled.hpp"
 
 namespace shortconv::cuda {
@@ -54,8 +58,9 @@ __host__ __device__ constexpr std::size_t tile_part_bytes(int K) {
 // (H100, bf16 B=4 T=4096 C=4096: K=8 0.0984-0.0987 -> 0.0972-0.0973 ms, K=16 0.1058 -> 0.1043-
 // 0.1045, measured together with the job prologue below no longer unrolled; K=4 unchanged).
 template <class T, int kMaxK, int kK = 0>
-__global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kMaxK>) void forward_tiled_kernel(ForwardParams p, SeqView q, TiledGrid g) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+__global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kMaxK>) void forward_tiled_kernel(
+    ForwardParams p, SeqView q, TiledGrid g, const __grid_constant__ CUtensorMap xmap, BulkRows xrows) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];  // (bulk copies land 128-byte aligned)
   constexpr int kSt = kStages<T, kMaxK>;
   const int K = kK > 0 ? kK : static_cast<int>(p.shape.width), H = K - 1;
   const int tile_rows = kPieceRows + H;
@@ -73,6 +78,18 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
   RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
                    p.initial_state.batch_stride, p.initial_state.seq_stride, H};
   T* y = static_cast<T*>(p.y);
+  // With bulk copies (xrows), one mbarrier a stage and tile, after all the tiles' shared memory:
+  // its phase completes when the stage's copy has landed (or, for a piece copied with cp.async,
+  // at once: the cp.async wait and the block barrier cover those).
+  std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem_raw + parts * tile_part_bytes<T, kMaxK>(K)) + part * kSt;
+  unsigned phases = 0;  // bit st: the parity of stage st's next phase
+  if (xrows != BulkRows::none) {
+    if (tid == 0) {
+      for (int st = 0; st < kSt; ++st) bulk::barrier_init(bars + st, 1);
+      bulk::barrier_init_fence();
+    }
+    __syncthreads();
+  }
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = ((job % g.ctiles) * parts + part) * kTileC;  // (past C in a last part: no loads or stores)
@@ -90,13 +107,32 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
     BiasPairStager bias_bits;
     bias_bits.issue(p, c, nc);
     PieceWalker producer(q, r0, r1), consumer = producer;
+    // Piece pc with its halo into stage st: one bulk copy of the whole stage, issued by thread 0,
+    // where the map has its rows (a piece far enough into its sequence, or any piece of a batch
+    // without a state: rows before position 0 read as zeros); cp.async by every thread otherwise
+    // (thread 0 then arrives on the stage's barrier itself).
+    auto issue = [&](const Piece& pc, int st) {
+      T* dst = stage_base + st * tile_rows * kTileC;
+      if (xrows != BulkRows::none && (pc.pos >= H || (xrows == BulkRows::batch && src.state == nullptr))) {
+        if (tid == 0) {
+          bulk::fence_before_copy();
+          bulk::arrive_expect_bytes(bars + st, static_cast<unsigned>(tile_rows * kTileC * sizeof(T)));
+          const bool packed = xrows == BulkRows::packed;
+          bulk::load_box(dst, &xmap, static_cast<int>(c0), static_cast<int>((packed ? pc.first + pc.pos : pc.pos) - H),
+                         packed ? 0 : static_cast<int>(pc.s), bars + st);
+        }
+      } else {
+        load_rows<T, kThreads>(dst, src, q, pc, pc.pos - H, pc.n + H, c0, C, tid);
+        if (xrows != BulkRows::none && tid == 0) bulk::arrive(bars + st);
+      }
+    };
     // Not unrolled: a job's first copies run once a job, and three inlined copies of the copy
     // loops grew the code that every job start fetches (ncu, bf16 K=8: 14% of the stall samples
     // "no instruction", 1017 instructions a warp and job).
 #pragma unroll 1
     for (int st = 0; st < kSt - 1; ++st) {
       const Piece pc = producer.next();
-      if (pc.n > 0) load_rows<T, kThreads>(stage_base + st * tile_rows * kTileC, src, q, pc, pc.pos - H, pc.n + H, c0, C, tid);
+      if (pc.n > 0) issue(pc, st);
       cp_async_commit();
     }
     weights.finish(wsm, p, K, c0, C, tid);
@@ -105,10 +141,14 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
       const Piece pn = producer.next();
-      if (pn.n > 0)
-        load_rows<T, kThreads>(stage_base + ((it + kSt - 1) % kSt) * tile_rows * kTileC, src, q, pn, pn.pos - H, pn.n + H, c0, C, tid);
+      if (pn.n > 0) issue(pn, (it + kSt - 1) % kSt);
       cp_async_commit();
       cp_async_wait<kSt - 1>();
+      if (xrows != BulkRows::none) {
+        const int st = it % kSt;
+        bulk::wait(bars + st, (phases >> st) & 1u);
+        phases ^= 1u << st;
+      }
       __syncthreads();  // this piece (and, on the first one, the weights) is in shared memory
 
       const T* rows = stage_base + (it % kSt) * tile_rows * kTileC;
@@ -142,7 +182,7 @@ bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t
   const int smem_max = set_max_dynamic_smem<kernel>(p.device_index), sms = sm_count(p.device_index);
   if (part_smem > static_cast<std::size_t>(smem_max)) return false;
   const int parts = tiled_parts(kernel, kMaxTiles<T, kMaxK>, part_smem, smem_max, rows, p.shape.channels, sms);
-  const std::size_t smem = part_smem * parts;
+  const std::size_t smem = part_smem * parts + kMaxTiles<T, kMaxK> * kStages<T, kMaxK> * sizeof(std::uint64_t);
   const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sms);
   // A block a job, about 8 jobs of 4-8 pieces for each resident block at K <= 8 (6 with SiLU),
   // 2 jobs wider, where each job's pipeline fill and weights cost more. H100, bf16 B=4 T=4096
@@ -159,7 +199,18 @@ bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t
   const std::int64_t K = p.shape.width, min_run = sizeof(T) == 4 ? 1 : 4, waves = K <= 8 ? (p.silu ? 6 : 8) : 2;
   const Taper taper = sizeof(T) == 2 && K > 8 && K <= 16 ? Taper{20, 2} : Taper{};
   const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, waves, tile::kPieceRows, tile::kTileC * parts, Blocks::per_job, min_run, taper);
-  kernel<<<g.grid, kThreads * parts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g);
+  // Bulk copies (one thread hands the copy engine a whole stage) for 16-bit x at K > 8, where the
+  // cp.async copies cost each thread ~5 copies and their set-up a piece (ncu, bf16 K=16: 158 of
+  // ~1128 instructions a warp and 16-row group). H100 A/B, bf16 B=4 T=4096 C=4096: K=16 0.1031-
+  // 0.1036 -> 0.1015-0.1018 ms, varlen (64 sequences) K=16 0.200-0.204 -> 0.194-0.197; K=8 the
+  // same, K=4 0.0953-0.0956 -> 0.0958 and f32 K=4 the same, so those keep cp.async.
+  CUtensorMap xmap{};
+  const bool packed = q.cu != nullptr;
+  const BulkRows xrows = sizeof(T) == 2 && K > 8 ? make_tile_map(&xmap, p.device_index, p.x, p.dtype, packed ? 1 : p.shape.batch, p.shape.seqlen,
+                                                                 p.shape.channels, p.x_batch_stride, p.x_seq_stride,
+                                                                 tile::kPieceRows + static_cast<int>(K) - 1, tile::kTileC, packed)
+                                                 : BulkRows::none;
+  kernel<<<g.grid, kThreads * parts, smem, static_cast<cudaStream_t>(p.stream)>>>(p, q, g, xmap, xrows);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_forward (tiled) kernel launch");
   return true;
 }
