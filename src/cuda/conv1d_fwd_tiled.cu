@@ -78,6 +78,11 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
   RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
                    p.initial_state.batch_stride, p.initial_state.seq_stride, H};
   T* y = static_cast<T*>(p.y);
+#if !SHORTCONV_BULK_COPIES
+  // Machine code for a card before sm_90 (or PTX for one, compiled by the driver for a newer
+  // card): no bulk copies here, whatever the host found the device able to do.
+  xrows = BulkRows::none;
+#endif
   // With bulk copies (xrows), one mbarrier a stage and tile, after all the tiles' shared memory:
   // its phase completes when the stage's copy has landed (or, for a piece copied with cp.async,
   // at once: the cp.async wait and the block barrier cover those).
@@ -178,11 +183,14 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
 template <class T, int kMaxK, int kK = 0>
 bool launch_forward_tiled(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
   constexpr auto kernel = forward_tiled_kernel<T, kMaxK, kK>;
-  const std::size_t part_smem = tile_part_bytes<T, kMaxK>(static_cast<int>(p.shape.width));
+  // A tile part's shared memory: its stages and weights, and its stages' mbarriers (which the
+  // kernel keeps after all the parts').
+  const std::size_t part_smem =
+      tile_part_bytes<T, kMaxK>(static_cast<int>(p.shape.width)) + kStages<T, kMaxK> * sizeof(std::uint64_t);
   const int smem_max = set_max_dynamic_smem<kernel>(p.device_index), sms = sm_count(p.device_index);
   if (part_smem > static_cast<std::size_t>(smem_max)) return false;
   const int parts = tiled_parts(kernel, kMaxTiles<T, kMaxK>, part_smem, smem_max, rows, p.shape.channels, sms);
-  const std::size_t smem = part_smem * parts + kMaxTiles<T, kMaxK> * kStages<T, kMaxK> * sizeof(std::uint64_t);
+  const std::size_t smem = part_smem * parts;
   const std::int64_t resident = resident_blocks(kernel, kThreads * parts, smem, sms);
   // A block a job, about 8 jobs of 4-8 pieces for each resident block at K <= 8 (6 with SiLU),
   // 2 jobs wider, where each job's pipeline fill and weights cost more. H100, bf16 B=4 T=4096

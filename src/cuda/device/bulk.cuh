@@ -1,8 +1,10 @@
 // Device side of the bulk tensor copies (tensor_map.hpp has the host side): one thread hands the
 // copy engine a whole tile (cp.async.bulk.tensor, compute capability 9.0), which lands in shared
 // memory and completes on an mbarrier that the tile's threads wait on. Below sm_90 the bulk
-// copies compile to nothing (the host never asks for them there: make_tile_map returns
-// BulkRows::none); the mbarrier operations need sm_80, as the tiled kernels' cp.async does.
+// copies compile to nothing, and a kernel compiled for such a target must not ask for them
+// (SHORTCONV_BULK_COPIES is 0 there) even on a card that has them: PTX for compute_80 run on an
+// H100 would wait forever on a stage whose copy was never issued. The mbarrier operations need
+// sm_80, as the tiled kernels' cp.async does.
 #pragma once
 
 #include <cuda.h>
