@@ -11,9 +11,9 @@
 // one is computed: cp.async copies by every thread, or (16-bit, K > 8, sm_90) one bulk tensor
 // copy of the whole stage issued by one thread, completing on the stage's mbarrier (pieces at a
 // sequence start with a state, or of a packed varlen batch, keep cp.async). A warp computes 16
-// rows x 64 channels of a piece (lane = 2 channels) with a register window sliding down the tile; weights
-// sit in shared memory as f32 [K][64]. Results go straight from registers to y: a warp writes
-// whole rows of the tile. Kernels are instantiated for K buckets (<= 4, <= 16, wider) and, for
+// rows x 64 channels of a piece (lane = 2 channels) with a register window sliding down the
+// tile; weights sit in shared memory as f32 [K][64]. Results go straight from registers to y: a
+// warp writes whole rows of the tile. Kernels are instantiated for K buckets (<= 4, <= 16, wider) and, for
 // 16-bit types, exactly K = 8 and K = 16, so the window runs no steps that K cannot need.
 #include "check.hpp"
 #include "device/bulk.cuh"
