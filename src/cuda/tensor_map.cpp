@@ -54,12 +54,14 @@ BulkRows make_tile_map(CUtensorMap* map, int device, const void* base, DType dty
       rows + box_rows > kMaxCoord || box_rows < 1 || box_rows > 256 || box_channels * elem % 16 != 0)
     return BulkRows::none;
   const std::int64_t row_bytes = seq_stride * elem;
-  // A single sequence's batch stride is never used; give it a valid one.
-  const std::int64_t batch_bytes = batches == 1 ? row_bytes * rows : batch_stride * elem;
   constexpr std::int64_t kMaxStride = std::int64_t{1} << 40;
-  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || row_bytes <= 0 || row_bytes % 16 != 0 || row_bytes >= kMaxStride ||
-      batch_bytes <= 0 || batch_bytes % 16 != 0 || batch_bytes >= kMaxStride)
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || row_bytes <= 0 || row_bytes % 16 != 0 || row_bytes >= kMaxStride)
     return BulkRows::none;
+  // A single sequence's batch stride is never used; give it a valid one (its rows' extent, or
+  // one row where that would pass the limit).
+  const std::int64_t batch_bytes =
+      batches == 1 ? (rows < kMaxStride / row_bytes ? row_bytes * rows : row_bytes) : batch_stride * elem;
+  if (batch_bytes <= 0 || batch_bytes % 16 != 0 || batch_bytes >= kMaxStride) return BulkRows::none;
   CUtensorMapDataType type;
   switch (dtype) {
     case DType::f32: type = CU_TENSOR_MAP_DATA_TYPE_FLOAT32; break;
