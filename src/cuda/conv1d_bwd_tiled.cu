@@ -25,10 +25,12 @@
 #include <type_traits>
 
 #include "check.hpp"
+#include "device/bulk.cuh"
 #include "device/common.cuh"
 #include "device/sequences.cuh"
 #include "device/tile.cuh"
 #include "launch.hpp"
+#include "tensor_map.hpp"
 #include "tiled.hpp"
 
 namespace shortconv::cuda {
@@ -83,10 +85,18 @@ constexpr int kBwdMaxK = kTokenSplit ? kTaps : kWarps * kTaps;  // the widest K 
 template <class T, int kTaps, bool kTokenSplit>
 constexpr int kMaxParts = sizeof(T) == 2 && kTokenSplit && kTaps <= 8 ? 2 : 1;
 
+// The kernel whose tiles may come through bulk copies (16-bit, 8 < K <= 16; without SiLU, decided
+// at launch).
+template <class T, int kTaps, bool kTokenSplit>
+constexpr bool kBulkCopies = sizeof(T) == 2 && kTokenSplit && kTaps == 16;
+
 template <class T, int kTaps, bool kTokenSplit>
 __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
-                             (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 3) / kMaxParts<T, kTaps, kTokenSplit>) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+                             (kSubRows<kTaps, kTokenSplit> == 8 ? 4 : 3) / kMaxParts<T, kTaps, kTokenSplit>) void backward_tiled_kernel(BackwardParams p, SeqView q, TiledGrid g, float* __restrict__ ws,
+                                                                                           const __grid_constant__ CUtensorMap xmap,
+                                                                                           const __grid_constant__ CUtensorMap dymap,
+                                                                                           BulkRows rows_mode) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];  // (bulk copies land 128-byte aligned)
   constexpr int kMaxK = kBwdMaxK<kTaps, kTokenSplit>;
   const int K = static_cast<int>(p.shape.width), H = K - 1;
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
@@ -114,6 +124,23 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
   const T* dfs = static_cast<const T*>(p.d_final_state.data);
   T* dx = static_cast<T*>(p.dx);
   const int x_extra = p.silu ? H : 0;
+  // Bulk copies only in the kernel that takes them (kBulkCopies): a runtime switch in the others
+  // cost them up to 56 bytes of spills. (No bulk copies in code for targets below sm_90 either:
+  // conv1d_fwd_tiled.cu.)
+  if (!kBulkCopies<T, kTaps, kTokenSplit> || !SHORTCONV_BULK_COPIES) rows_mode = BulkRows::none;
+  // With bulk copies (rows_mode; 16-bit, no SiLU, K > 8), one mbarrier a stage and tile after
+  // all the tiles' shared memory: thread 0 copies the x and dy tiles of a piece where the maps
+  // hold their rows, and its arrival expects their bytes; the rest go through cp.async as before.
+  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw + parts * bwd_smem_bytes<T>(tl, K, p.silu)) + part * kStages<T>;
+  unsigned phases = 0;  // bit st: the parity of stage st's next phase
+  if (kBulkCopies<T, kTaps, kTokenSplit> && rows_mode != BulkRows::none) {
+    if (tid == 0) {
+      for (int st = 0; st < kStages<T>; ++st) bulk::barrier_init(bars + st, 1);
+      bulk::barrier_init_fence();
+    }
+    __syncthreads();
+  }
+  const bool packed = rows_mode == BulkRows::packed;
   // With SiLU and K <= 16, pieces of 64 - (K-1) rows make the g tile (piece + halo) exactly the
   // 4 warps' 16-row groups, so the z recompute is balanced over the warps. The SiLU backward at
   // K = 4 computes the g rows of interior pieces in its one-pass groups (below) and keeps pieces
@@ -139,6 +166,29 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
     for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
 
     auto load = [&](int st, const Piece& pc) {
+      if (kBulkCopies<T, kTaps, kTokenSplit> && rows_mode != BulkRows::none) {
+        // x rows [pos - H, ...) lie in the map from position H on (or, in a batch without a
+        // state, anywhere: rows before 0 read as zeros); dy rows [pos, pos + n + H) always in a
+        // batch (past T: zeros), in a packed batch while they stay inside the sequence.
+        const bool x_bulk = pc.pos >= H || (!packed && xsrc.state == nullptr);
+        const bool dy_bulk = !packed || pc.pos + pc.n + H <= pc.len;
+        if (tid == 0) {
+          const unsigned bytes = static_cast<unsigned>((x_bulk ? x_bytes : 0) + (dy_bulk ? dy_bytes : 0));
+          if (bytes > 0) {
+            bulk::fence_before_copy();
+            bulk::arrive_expect_bytes(bars + st, bytes);
+            const int s = packed ? 0 : static_cast<int>(pc.s);
+            const std::int64_t row = packed ? pc.first + pc.pos : pc.pos;
+            if (x_bulk) bulk::load_box(x_stage(st), &xmap, static_cast<int>(c0), static_cast<int>(row - H), s, bars + st);
+            if (dy_bulk) bulk::load_box(dy_stage(st), &dymap, static_cast<int>(c0), static_cast<int>(row), s, bars + st);
+          } else {
+            bulk::arrive(bars + st);
+          }
+        }
+        if (!x_bulk) load_rows<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C, tid);
+        if (!dy_bulk) load_rows<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C, tid);
+        return;
+      }
       if constexpr (sizeof(T) == 2 && kTokenSplit && kTaps == 8) {  // measured faster there (tile.cuh)
         load_rows_per_row<T, kThreads>(x_stage(st), xsrc, q, pc, pc.pos - H, pc.n + H + x_extra, c0, C, tid);
         load_rows_per_row<T, kThreads>(dy_stage(st), dysrc, q, pc, pc.pos, pc.n + H, c0, C, tid);
@@ -176,6 +226,10 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
         cp_async_wait<kStages<T> - 1>();
       } else {
         cp_async_wait<1>();  // 2 stages (and maybe one empty group from the prologue)
+      }
+      if (kBulkCopies<T, kTaps, kTokenSplit> && rows_mode != BulkRows::none) {
+        bulk::wait(bars + st_use, (phases >> st_use) & 1u);
+        phases ^= 1u << st_use;
       }
       __syncthreads();
       const T* xt = x_stage(st_use);
@@ -420,7 +474,10 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
         if (nc > 1) out[K * C + c + 1] = db.y;
       }
     }
-    __syncthreads();  // the weights are reloaded for the next job
+    // The weights are reloaded for the next job, and the stages that held the partials are
+    // filled again (by the copy engine too: its writes follow this thread's stores).
+    if (kBulkCopies<T, kTaps, kTokenSplit> && rows_mode != BulkRows::none) bulk::fence_before_copy();
+    __syncthreads();
   }
 }
 
@@ -428,7 +485,9 @@ template <class T, int kTaps, bool kTokenSplit>
 bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, float** partials, std::int64_t* runs) {
   const int K = static_cast<int>(p.shape.width);
   const BwdTiles tl(K, kTaps, kTokenSplit, p.silu);
-  std::size_t smem = bwd_smem_bytes<T>(tl, K, p.silu);  // a tile's part
+  // A tile's part: its stages, g tile and weights, and its stages' mbarriers (which the kernel
+  // keeps after all the parts').
+  std::size_t smem = bwd_smem_bytes<T>(tl, K, p.silu) + (kBulkCopies<T, kTaps, kTokenSplit> ? kStages<T> * sizeof(std::uint64_t) : 0);
   // The token split reduces its 4 warps' partials through the stage buffers.
   const std::size_t stages = bwd_stages<T>(p.silu) * (tiled_stage_bytes(sizeof(T), tl.x_rows) + tiled_stage_bytes(sizeof(T), tl.dy_rows));
   if (kTokenSplit && stages < static_cast<std::size_t>(kWarps) * (K + 1) * kTileC * sizeof(float)) return false;
@@ -460,7 +519,20 @@ bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, 
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const std::size_t bytes = static_cast<std::size_t>(g.runs) * static_cast<std::size_t>(K + 1) * static_cast<std::size_t>(p.shape.channels) * sizeof(float);
   SHORTCONV_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(partials), bytes, stream));
-  kernel<<<g.grid, kThreads * parts, smem, stream>>>(p, q, g, *partials);
+  // Bulk copies of the x and dy tiles for 16-bit types at 8 < K <= 16 without SiLU
+  // (conv1d_fwd_tiled.cu: the copy set-up of every thread a piece, here of two tiles).
+  CUtensorMap xmap{}, dymap{};
+  BulkRows rows_mode = BulkRows::none;
+  if (kBulkCopies<T, kTaps, kTokenSplit> && !p.silu) {
+    const bool packed = q.cu != nullptr;
+    const std::int64_t batches = packed ? 1 : p.shape.batch;
+    const BulkRows xm = make_tile_map(&xmap, p.device_index, p.x, p.dtype, batches, p.shape.seqlen, p.shape.channels, p.x_batch_stride,
+                                      p.x_seq_stride, tl.x_rows, kTileC, packed);
+    const BulkRows dm = make_tile_map(&dymap, p.device_index, p.dy, p.dtype, batches, p.shape.seqlen, p.shape.channels, p.dy_batch_stride,
+                                      p.dy_seq_stride, tl.dy_rows, kTileC, packed);
+    if (xm == dm) rows_mode = xm;
+  }
+  kernel<<<g.grid, kThreads * parts, smem, stream>>>(p, q, g, *partials, xmap, dymap, rows_mode);
   SHORTCONV_CUDA_CHECK_LAUNCH("conv1d_backward (tiled) kernel launch");
   *runs = g.runs;
   return true;
