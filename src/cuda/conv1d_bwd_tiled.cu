@@ -216,22 +216,28 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
     // The stage computed and the stage loaded this iteration, stepped round the ring (a modulo
     // by the runtime stage count was ~50 SASS instructions a piece).
     auto next_stage = [&](int st) { return st + 1 == stages ? 0 : st + 1; };
+    // One block barrier a piece: the next piece's copies go out after it, into the stage every warp
+    // has finished with (the previous piece's), so no barrier is needed after the sums. ncu (H100,
+    // bf16 K=16): the barrier after the sums held 9% of the stall samples, warps waiting there for
+    // the slowest warp of the piece and then again, at the next barrier, for the copies' issue.
     for (int st_use = 0, st_load = stages - 1;; st_use = next_stage(st_use), st_load = next_stage(st_load)) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
-      const Piece pn = producer.next();
-      if (pn.n > 0) load(st_load, pn);
-      cp_async_commit();
-      if (stages == kStages<T>) {
-        cp_async_wait<kStages<T> - 1>();
+      // This piece's copies are the oldest group in flight: the newer ones (stages - 2 of them,
+      // the prologue's empty group included) may still be.
+      if (kStages<T> == 3 && stages == 3) {
+        cp_async_wait<1>();
       } else {
-        cp_async_wait<1>();  // 2 stages (and maybe one empty group from the prologue)
+        cp_async_wait<0>();
       }
       if (kBulkCopies<T, kTaps, kTokenSplit> && rows_mode != BulkRows::none) {
         bulk::wait(bars + st_use, (phases >> st_use) & 1u);
         phases ^= 1u << st_use;
       }
-      __syncthreads();
+      __syncthreads();  // this piece is in shared memory, and every warp is done with the last one
+      const Piece pn = producer.next();
+      if (pn.n > 0) load(st_load, pn);
+      cp_async_commit();
       const T* xt = x_stage(st_use);
       const T* dyt = dy_stage(st_use);
 
@@ -255,13 +261,14 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       auto one_pass_group = [&](auto silu_tag, const auto* gt, int r_begin) {
         constexpr bool kSilu = decltype(silu_tag)::value;
         using G = std::remove_cv_t<std::remove_pointer_t<decltype(gt)>>;
+        constexpr bool kTwoOps = kTaps == 16;  // lds2's two-instruction bf16 conversion: measured faster here only
         float2 acc[kGroupRows], wr[kTaps], xw[kTaps];
 #pragma unroll
         for (int i = 0; i < kGroupRows; ++i) acc[i] = {0.0f, 0.0f};
 #pragma unroll
         for (int k = 0; k < kTaps; ++k) {
           wr[k] = reinterpret_cast<const float2*>(wsm + (kTaps - 1 - k) * kTileC)[lane];
-          xw[k] = lds2<T>(xt, r_begin + k, lane);  // slot (j + t) % kTaps: x row j + t (z and dweight of g row j)
+          xw[k] = lds2<T, kTwoOps>(xt, r_begin + k, lane);  // slot (j + t) % kTaps: x row j + t (z and dweight of g row j)
         }
         constexpr int kSteps = kGroupRows + kTaps - 1;
         // g row r_begin + m feeds dweight row m (m < 16) and dx rows m - k for taps k < K.
@@ -279,7 +286,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
             const float2 d = lds2<T>(dyt, r_begin + m, lane);
             gv = {__fmul_rn(d.x, silu_grad_f(z.x)), __fmul_rn(d.y, silu_grad_f(z.y))};  // (rounded as the g tile stores it)
           } else {
-            gv = lds2<G>(gt, r_begin + m, lane);
+            gv = lds2<G, kTwoOps>(gt, r_begin + m, lane);
           }
           if (m < kGroupRows) {
             db.x += gv.x;
@@ -293,7 +300,7 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           }
           // x row r_begin + m is done with; its slot takes row r_begin + m + kTaps (z needs the
           // window up to the last g row, dweight up to row 15).
-          if (m + 1 < (kSilu ? kSteps : kGroupRows)) xw[m % kTaps] = lds2<T>(xt, r_begin + m + kTaps, lane);
+          if (m + 1 < (kSilu ? kSteps : kGroupRows)) xw[m % kTaps] = lds2<T, kTwoOps>(xt, r_begin + m + kTaps, lane);
 #pragma unroll
           for (int k = 0; k < kTaps; ++k) {
             const int i = m - k;
@@ -439,7 +446,6 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       } else {
         run_piece(dyt);
       }
-      __syncthreads();  // the stage (and g) are refilled next iteration
     }
     cp_async_wait<0>();
 
@@ -512,7 +518,9 @@ bool launch_tiled(const BackwardParams& p, const SeqView& q, std::int64_t rows, 
   // jobs a block makes the same grid here and measured 0.1458).
   // At K=8 and 16 one block a job with a taper was slower (K=8 0.1532-0.1543 -> 0.1601-0.1656,
   // K=16 0.2037-0.2041 -> 0.2049-0.2113), and so was one block a job alone (0.1534-0.1547,
-  // 0.2042-0.2045).
+  // 0.2042-0.2045). Spans of pieces taken channel tile by channel tile, one a resident block
+  // (balanced to a piece, but concurrent blocks no longer reading the same rows), measured
+  // slower still (bench/NOTES.md v19e: K=16 0.1737 -> 0.2185).
   const bool many = K <= 4;
   const TiledGrid g = make_tiled_grid(rows, p.shape.channels, resident, many ? 3 : 1, kPieceRows, kTileC * parts,
                                       many ? Blocks::per_job : Blocks::resident, 4, many ? Taper{25, 6} : Taper{});

@@ -164,7 +164,7 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
         for (int i = 0; i < kGroupRows; ++i) acc[i] = bias;
         // Output row j (tile row j + H) reads tile rows j .. j + K - 1.
         auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
-        window_sum<kGroupRows, 1, kMaxK>(acc, rows, r_begin, K, lane, weight);
+        window_sum<kGroupRows, 1, kMaxK, (kK > 0)>(acc, rows, r_begin, K, lane, weight);  // (exact K: lds2's kTwoOps)
         // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros).
         if (src.state == nullptr) mask_sequence_start(acc, bias, rows, r_begin, pc.pos + r_begin, K, lane, weight);
         if (p.silu) {

@@ -19,6 +19,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common.cuh"
 #include "sequences.cuh"
@@ -46,19 +47,25 @@ __device__ __forceinline__ void cp_async_wait() {
 // ---- pairs of channels in shared memory -----------------------------------------------------
 
 /// Channels 2*lane and 2*lane+1 of smem row `row` (rows are kTileC elements of T), as f32.
-template <class T>
-__device__ __forceinline__ float2 lds2(const T* rows, int row, int lane);
-template <>
-__device__ __forceinline__ float2 lds2<float>(const float* rows, int row, int lane) {
-  return reinterpret_cast<const float2*>(rows + row * kTileC)[lane];
-}
-template <>
-__device__ __forceinline__ float2 lds2<__nv_bfloat16>(const __nv_bfloat16* rows, int row, int lane) {
-  return __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(rows + row * kTileC)[lane]);
-}
-template <>
-__device__ __forceinline__ float2 lds2<__half>(const __half* rows, int row, int lane) {
-  return __half22float2(reinterpret_cast<const __half2*>(rows + row * kTileC)[lane]);
+/// kTwoOps (bf16 only): the pair's bits moved up in two instructions, the low half shifted and the
+/// high half masked, where __bfloat1622float2 takes three (PRMT the high half down, then shift
+/// both up; SASS, sm_90). The same values. Taken where it measured faster (H100, bf16 B=4 T=4096
+/// C=4096): the K = 16 backward's one-pass group 0.1792-0.1796 -> 0.1738-0.1742 ms (1364 -> 1293
+/// instructions a warp and group), the exact K = 8 / 16 forward windows 0.0980 -> 0.0975 /
+/// 0.1015 -> 0.1008; everywhere it measured slower at K = 8 backward (0.1538 -> 0.1586) and
+/// the same or slower at K = 4 (small shape forward 0.0044-0.0045 -> 0.0046-0.0047).
+template <class T, bool kTwoOps = false>
+__device__ __forceinline__ float2 lds2(const T* rows, int row, int lane) {
+  if constexpr (std::is_same_v<T, float>) {
+    return reinterpret_cast<const float2*>(rows + row * kTileC)[lane];
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __half22float2(reinterpret_cast<const __half2*>(rows + row * kTileC)[lane]);
+  } else if constexpr (kTwoOps) {
+    const unsigned u = reinterpret_cast<const unsigned*>(rows + row * kTileC)[lane];
+    return {__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u)};
+  } else {
+    return __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(rows + row * kTileC)[lane]);
+  }
 }
 
 /// Stores a pair of channels at `p` (element c of a row); `n` of them are inside the tensor.
@@ -245,12 +252,13 @@ __device__ __forceinline__ void load_rows(T* smem, const RowSource<T>& src, cons
 ///  - dweight taps k0, k0 + 4, ...: kStride 4, i the tap, k the row step, coef the gradient row.
 /// 1 <= count <= kMaxCount. A kMaxCount of at most kN (the kernels' K buckets) leaves one pass of
 /// kMaxCount guarded steps: a K = 4 forward then spends no instructions on steps 5 to 16.
-template <int kN, int kStride, int kMaxCount = (1 << 30), class T, class Coef>
+/// kTwoOps: the rows' bf16 conversion of lds2.
+template <int kN, int kStride, int kMaxCount = (1 << 30), bool kTwoOps = false, class T, class Coef>
 __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int base, int count, int lane, Coef coef) {
   __builtin_assume(count >= 1);  // the first step is unguarded: its FMAs can take acc's initial values
   float2 win[kN];  // at step k, slot (i + k) % kN holds row base + kStride * (i + k)
 #pragma unroll
-  for (int i = 0; i < kN; ++i) win[i] = lds2<T>(rows, base + kStride * i, lane);
+  for (int i = 0; i < kN; ++i) win[i] = lds2<T, kTwoOps>(rows, base + kStride * i, lane);
   const T* next = rows + (base + kStride * kN) * kTileC;  // the row step k loads (for step k + 1)
   // Steps are guarded, not left with `break`: every path keeps the accumulators in the same
   // registers (an early exit made the compiler copy all of them at each step).
@@ -266,7 +274,7 @@ __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int
           acc[i].y = fmaf(w.y, v.y, acc[i].y);
         }
         // acc[0]'s row for this step is done with; its slot takes the next row of acc[kN-1].
-        if (kb + kk + 1 < count) win[kk] = lds2<T>(next, 0, lane);
+        if (kb + kk + 1 < count) win[kk] = lds2<T, kTwoOps>(next, 0, lane);
         next += kStride * kTileC;
       }
     }
