@@ -8,8 +8,10 @@
 // tiled.hpp): two 64-channel tiles, each with its own 4 warps
 // and its own part of shared memory, sharing the piece walk and the barriers (rows of 256 bytes
 // at the DRAM, as for f32; see conv1d_fwd_tiled.cu). Per piece at positions [p, p + n)
-// of sequence s, a cp.async pipeline (3 stages for 16-bit types, 2 for f32 or with SiLU) brings
-// into shared memory
+// of sequence s, a pipeline (3 stages for 16-bit types, 2 for f32 or with SiLU; one block barrier
+// a piece, after which the next piece's copies go out) brings into shared memory, through
+// cp.async by every thread or (16-bit, 8 < K <= 16 without SiLU, sm_90) one bulk tensor copy a
+// tile where the maps hold the rows (as in conv1d_fwd_tiled.cu)
 //   dy at [p, p + n + K - 1)            (zero past the sequence end: those terms are dropped)
 //   x  at [p - (K-1), p + n (+ K - 1 with SiLU))   (initial state or zeros before position 0)
 // With SiLU, g = dy * silu'(z) is computed first into an f32 tile, z recomputed from the x tile

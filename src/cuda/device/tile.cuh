@@ -52,8 +52,8 @@ __device__ __forceinline__ void cp_async_wait() {
 /// both up; SASS, sm_90). The same values. Taken where it measured faster (H100, bf16 B=4 T=4096
 /// C=4096): the K = 16 backward's one-pass group 0.1792-0.1796 -> 0.1738-0.1742 ms (1364 -> 1293
 /// instructions a warp and group), the exact K = 8 / 16 forward windows 0.0980 -> 0.0975 /
-/// 0.1015 -> 0.1008; everywhere it measured slower at K = 8 backward (0.1538 -> 0.1586) and
-/// the same or slower at K = 4 (small shape forward 0.0044-0.0045 -> 0.0046-0.0047).
+/// 0.1015 -> 0.1008. Taken everywhere, it measured slower in the K = 8 backward (0.1538 ->
+/// 0.1586) and the same or slower at K = 4 (small shape forward 0.0044-0.0045 -> 0.0046-0.0047).
 template <class T, bool kTwoOps = false>
 __device__ __forceinline__ float2 lds2(const T* rows, int row, int lane) {
   if constexpr (std::is_same_v<T, float>) {
