@@ -103,6 +103,82 @@ TEST(CudaVsCpu, SameInputsAgreeWithinTolerance) {
   }
 }
 
+// Packed short sequences, so that most rows lie within K-1 of a sequence's start or end, with
+// non-finite values there: the FMA kernels sum the tiles' zeros outside a sequence through their
+// full windows and leave those terms out only where a factor is not finite (a weight, or a g row
+// before position K-1). Every output agrees with the CPU backend: the same non-finite class where
+// the CPU has one, within tolerance elsewhere. Outputs start as NaN, so unwritten elements show.
+TEST(CudaVsCpu, ShortSequencesWithNonFiniteValuesAtTheirEdges) {
+  SKIP_WITHOUT_GPU();
+  std::vector<std::int64_t> lengths;
+  for (std::int64_t l = 1; l <= 20; ++l) lengths.push_back(l);
+  for (std::int64_t l : {37, 3, 64, 5, 130, 17}) lengths.push_back(l);
+  std::vector<std::int64_t> cu{0};
+  for (std::int64_t l : lengths) cu.push_back(cu.back() + l);
+  const std::int64_t total = cu.back(), C = 72;
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  auto tensor_of = [](DType dtype, std::vector<std::int64_t> shape, const std::vector<double>& values, Device device) {
+    Tensor t(dtype, std::span<const std::int64_t>(shape), device);
+    std::vector<std::byte> host(t.nbytes());
+    for (std::int64_t i = 0; i < t.numel(); ++i) encode(dtype, values[static_cast<std::size_t>(i)], host.data(), i);
+    t.copy_from_host(host.data());
+    return t;
+  };
+  for (DType d : {DType::bf16, DType::f32})
+    for (std::int64_t K : {4, 8, 16, 32})
+      for (bool silu : {false, true}) {
+        std::mt19937_64 rng(900 + K + (silu ? 50 : 0));
+        std::uniform_real_distribution<double> dist(-1.0, 1.0);
+        auto fill = [&](std::int64_t n) {
+          std::vector<double> v(static_cast<std::size_t>(n));
+          for (double& e : v) e = dist(rng);
+          return v;
+        };
+        std::vector<double> x = fill(total * C), dy = fill(total * C), w = fill(C * K), bias = fill(C);
+        dy[cu[4] * C + 3] = inf;             // the first row of a 5-row sequence: dweight taps before position 0
+        dy[(cu[10] - 1) * C + 9] = nan;      // the last row of a 10-row sequence
+        dy[(cu[21] + 2) * C + 65] = -inf;    // row 2 of a 37-row sequence, the second channel tile
+        x[(cu[15] + 1) * C + 70] = -inf;     // row 1 of a 16-row sequence
+        w[40 * K] = inf;                     // tap 0: the oldest input (before position 0 near a start)
+        w[41 * K + K - 1] = nan;             // tap K-1: dx's term past the end near a sequence's end
+        const std::vector<double> poison(static_cast<std::size_t>(total * C), nan);
+        auto run = [&](Device dev) {
+          const Tensor xt = tensor_of(d, {1, total, C}, x, dev), dyt = tensor_of(d, {1, total, C}, dy, dev);
+          const Tensor wt = tensor_of(d, {C, K}, w, dev), bt = tensor_of(d, {C}, bias, dev);
+          const Tensor cut = index_tensor(cu, DType::i32, dev);
+          Tensor y = tensor_of(d, {1, total, C}, poison, dev), dx = tensor_of(d, {1, total, C}, poison, dev);
+          Tensor dw = tensor_of(d, {C, K}, poison, dev), db = tensor_of(d, {C}, poison, dev);
+          const Activation act = silu ? Activation::silu : Activation::none;
+          Conv1dForwardArgs f{.x = xt, .weight = wt, .bias = bt.view(), .y = y, .activation = act, .cu_seqlens = cut.view()};
+          f.tensor_cores = false;
+          conv1d_forward(f);
+          Conv1dBackwardArgs b{.x = xt, .weight = wt, .bias = bt.view(), .dy = dyt, .activation = act, .cu_seqlens = cut.view(),
+                               .dx = dx.view(), .dweight = dw.view(), .dbias = db.view()};
+          b.tensor_cores = false;
+          conv1d_backward(b);
+          return std::vector<std::vector<double>>{values_of(y), values_of(dx), values_of(dw), values_of(db)};
+        };
+        const auto gpu = run(Device::cuda(0)), cpu = run(Device::cpu());
+        const char* names[] = {"y", "dx", "dweight", "dbias"};
+        int specials = 0;
+        for (std::size_t o = 0; o < gpu.size(); ++o) {
+          int failures = 0;
+          for (std::size_t i = 0; i < gpu[o].size() && failures < 5; ++i) {
+            const double a = gpu[o][i], b = cpu[o][i];
+            const bool ok = std::isfinite(b) ? std::isfinite(a) && std::fabs(a - b) <= 1e-5 + 2 * rel_tolerance(d) * (std::fabs(b) + 1)
+                                             : (std::isnan(b) ? std::isnan(a) : a == b);
+            specials += std::isfinite(b) ? 0 : 1;
+            if (!ok) {
+              ADD_FAILURE() << names[o] << " element " << i << ": cuda " << a << ", cpu " << b << " (" << dtype_name(d) << " K " << K
+                            << (silu ? " silu" : "") << ")";
+              ++failures;
+            }
+          }
+        }
+        EXPECT_GT(specials, 0) << "the planted values reach no output";
+      }
+}
+
 TEST(CudaDeterminism, BitwiseRunToRun) {
   SKIP_WITHOUT_GPU();
   for (const Problem& p : {Problem{4, 4096, 512, 4, DType::bf16, DType::bf16, true, false},

@@ -166,6 +166,17 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
     float2 dw[kTaps], db{0.0f, 0.0f};
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) dw[t] = {0.0f, 0.0f};
+    // Terms outside a sequence meet the tiles' zeros there (x before position 0 without a state,
+    // g past the end). Multiplied by finite factors they are zeros, and the full windows sum the
+    // same terms in the same order as the masked forms (masked_sum, add_masked_row): the same
+    // bits, up to the sign of a zero sum. So the masked forms run only where a factor is not
+    // finite: this lane's weights of the job (checked once, on first need), or the g rows at
+    // positions < K-1. Short sequences are mostly such rows.
+    int weights_finite = -1;  // -1: not checked yet
+    auto lane_weights_finite = [&]() {
+      if (weights_finite < 0) weights_finite = coefs_finite(K, [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; }) ? 1 : 0;
+      return weights_finite != 0;
+    };
 
     auto load = [&](int st, const Piece& pc) {
       if (kBulkCopies<T, kTaps, kTokenSplit> && rows_mode != BulkRows::none) {
@@ -249,6 +260,12 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
       auto group_inside = [&](int r_begin) {
         return r_begin + kGroupRows <= pc.n && (xsrc.state != nullptr || pc.pos + r_begin >= H) &&
                pc.pos + r_begin + kGroupRows - 1 + H < pc.len;
+      };
+      // Whether this lane's dweight terms of g rows [r_begin, r_end) may all go through the
+      // window: a state, no rows before position K-1, or finite g rows there (their missing
+      // taps are the x tile's zeros).
+      auto start_free = [&](const auto* gt, int r_begin, int r_end) {
+        return xsrc.state != nullptr || pc.pos + r_begin >= H || rows_finite(gt, r_begin, static_cast<int>(min64(r_end, H - pc.pos)), lane);
       };
       // dx, dweight and dbias of a whole group in one pass down its g rows (group_inside; K is
       // kTaps), so each g row is read (or, with SiLU, computed) and converted once: in the windows
@@ -341,6 +358,8 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
         if constexpr (kOnePass && std::is_same_v<G, T>) {
           // K = kTaps without SiLU (f32 with SiLU too: its g tile has the type of x), a whole
           // 16-row group away from the sequence's ends (every group but a few).
+          // (Also a sequence's first group where its g rows are finite, through start_free and
+          // a warp vote, cost the K = 4 kernel 16 bytes of spills: not taken.)
           if (K == kTaps && group_inside(r_begin)) {
             one_pass_group(std::false_type{}, gt, r_begin);
             return;
@@ -355,11 +374,14 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           window_sum<kSubRows<kTaps, kTokenSplit>, 1, kMaxK>(acc, gt, r0, K, lane, weight_rev);
           const std::int64_t last = pc.pos + r0 + kSubRows<kTaps, kTokenSplit> - 1;  // position of the last row
           if (last + H >= pc.len) {
-            // Rows within K-1 of the sequence end: no terms past it (the tile's zeros there).
+            // Rows within K-1 of the sequence end: no terms past it (the tile's zeros there; the
+            // window's sums stand where this lane's weights are finite).
+            if (!lane_weights_finite()) {
 #pragma unroll
-            for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
-              const std::int64_t left = pc.len - (pc.pos + r0 + i);  // positions from this row to the end
-              if (left < K && left > 0) acc[i] = masked_sum(float2{0.0f, 0.0f}, gt, r0 + i, 0, static_cast<int>(left), lane, weight_rev);
+              for (int i = 0; i < kSubRows<kTaps, kTokenSplit>; ++i) {
+                const std::int64_t left = pc.len - (pc.pos + r0 + i);  // positions from this row to the end
+                if (left < K && left > 0) acc[i] = masked_sum(float2{0.0f, 0.0f}, gt, r0 + i, 0, static_cast<int>(left), lane, weight_rev);
+              }
             }
             // The last K-1 positions also take d_final_state, row pos - (len - (K-1)).
             if (dx != nullptr && dfs != nullptr && nc > 0) {
@@ -382,10 +404,11 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
         if constexpr (kTokenSplit) {  // dw[k] += g[j] * x[j + k] over this warp's rows j
           if (r_begin < pc.n) {
             const int r_end = min(pc.n, r_begin + kGroupRows);
-            // Without a state, rows at positions p < K-1 have no taps before position 0: they
-            // are added tap by tap here, the rest through the window.
+            // Without a state, rows at positions p < K-1 have no taps before position 0: where a
+            // g row there is not finite (start_free), they are added tap by tap here, the rest
+            // through the window.
             int j0 = r_begin;
-            if (xsrc.state == nullptr && pc.pos + r_begin < H) j0 = static_cast<int>(min64(r_end, H - pc.pos));
+            if (!start_free(gt, r_begin, r_end)) j0 = static_cast<int>(min64(r_end, H - pc.pos));
             for (int j = r_begin; j < j0; ++j) add_masked_row(j, 0, 1);
             auto grad_row = [&](int i) {
               const float2 gv = lds2<G>(gt, j0 + i, lane);
@@ -402,10 +425,11 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
             }
           }
         } else {  // dweight taps warp + 4t: rows j = a + 4m of the piece, x rows j + tap
+          const bool masked = !start_free(gt, 0, pc.n);
           for (int a = 0; a < kWarps && a < pc.n; ++a) {
             // Rows j = a + 4m at positions < K-1 without a state: tap by tap (see above).
             int j0 = a;
-            if (xsrc.state == nullptr)
+            if (masked)
               for (; j0 < pc.n && pc.pos + j0 < H; j0 += kWarps) add_masked_row(j0, warp, kWarps);
             if (j0 < pc.n) {
               window_sum<kTaps, kWarps>(dw, xt, j0 + warp, (pc.n - j0 + kWarps - 1) / kWarps, lane, [&](int m) {
@@ -430,7 +454,8 @@ __global__ __launch_bounds__(kThreads * kMaxParts<T, kTaps, kTokenSplit>,
           auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
           window_sum<kGroupRows, 1, kMaxK>(z, xt, r_begin, K, lane, weight);
           // Without a state, z at position p < K-1 has no terms before position 0.
-          if (xsrc.state == nullptr) mask_sequence_start(z, bias, xt, r_begin, pc.pos + r_begin, K, lane, weight);
+          if (xsrc.state == nullptr && pc.pos + r_begin < H && !lane_weights_finite())
+            mask_sequence_start(z, bias, xt, r_begin, pc.pos + r_begin, K, lane, weight);
 #pragma unroll
           for (int i = 0; i < kGroupRows; ++i) {
             const int r = r_begin + i;

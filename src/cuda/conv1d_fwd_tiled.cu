@@ -111,6 +111,7 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
     // K=16: 0.1050 ms with a bias against 0.1025 without; 0.1035 with the stager).
     BiasPairStager bias_bits;
     bias_bits.issue(p, c, nc);
+    int weights_finite = -1;  // this lane's weights of the job: -1 not yet checked (coefs_finite)
     PieceWalker producer(q, r0, r1), consumer = producer;
     // Piece pc with its halo into stage st: one bulk copy of the whole stage, issued by thread 0,
     // where the map has its rows (a piece far enough into its sequence, or any piece of a batch
@@ -165,8 +166,13 @@ __global__ __launch_bounds__(kThreads * kMaxTiles<T, kMaxK>, 4 / kMaxTiles<T, kM
         // Output row j (tile row j + H) reads tile rows j .. j + K - 1.
         auto weight = [&](int k) { return reinterpret_cast<const float2*>(wsm + k * kTileC)[lane]; };
         window_sum<kGroupRows, 1, kMaxK, (kK > 0)>(acc, rows, r_begin, K, lane, weight);  // (exact K: lds2's kTwoOps)
-        // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros).
-        if (src.state == nullptr) mask_sequence_start(acc, bias, rows, r_begin, pc.pos + r_begin, K, lane, weight);
+        // Without a state, output p < K-1 has no terms before position 0 (the tile's zeros): their
+        // products with finite weights are zeros, so the window's sums stand; with a non-finite
+        // weight they are left out (mask_sequence_start). Short sequences are mostly such rows.
+        if (src.state == nullptr && pc.pos + r_begin < H) {
+          if (weights_finite < 0) weights_finite = coefs_finite(K, weight) ? 1 : 0;
+          if (weights_finite == 0) mask_sequence_start(acc, bias, rows, r_begin, pc.pos + r_begin, K, lane, weight);
+        }
         if (p.silu) {
 #pragma unroll
           for (int i = 0; i < kGroupRows; ++i) acc[i] = {silu_f(acc[i].x), silu_f(acc[i].y)};

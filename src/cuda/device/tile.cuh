@@ -285,7 +285,8 @@ __device__ __forceinline__ void window_sum(float2 (&acc)[kN], const T* rows, int
 /// The masked form of window_sum for one output whose outer taps are not in the formula (before
 /// position 0 without an initial state, or past the sequence end): acc + sum_{k0 <= k < k1}
 /// coef(k) * rows[base + k], in the same order as window_sum. The tile holds zeros there, but
-/// multiplying them would turn an infinite coefficient into NaN where the contract has no term.
+/// multiplying them would turn an infinite coefficient into NaN where the contract has no term;
+/// the kernels take it only where a factor is not finite (coefs_finite, rows_finite).
 template <class T, class Coef>
 __device__ __forceinline__ float2 masked_sum(float2 acc, const T* rows, int base, int k0, int k1, int lane, Coef coef) {
   // Not unrolled: it runs only for the first (or last) K-1 rows of a sequence, and its unrolled
@@ -299,6 +300,32 @@ __device__ __forceinline__ float2 masked_sum(float2 acc, const T* rows, int base
     acc.y = fmaf(w.y, v.y, acc.y);
   }
   return acc;
+}
+
+/// Whether coef(k) is finite for every k < K (this lane's pair of channels). Then the products of
+/// the tile's zeros outside a sequence with them are zeros, and a full window sums the same terms
+/// as masked_sum, in the same order: the same bits (a zero sum may take the other sign).
+template <class Coef>
+__device__ __forceinline__ bool coefs_finite(int K, Coef coef) {
+  bool ok = true;
+#pragma unroll 1
+  for (int k = 0; k < K; ++k) {
+    const float2 w = coef(k);
+    ok = ok && isfinite(w.x) && isfinite(w.y);
+  }
+  return ok;
+}
+
+/// Whether tile rows [begin, end) of this lane's pair are finite.
+template <class T>
+__device__ __forceinline__ bool rows_finite(const T* rows, int begin, int end, int lane) {
+  bool ok = true;
+#pragma unroll 1
+  for (int r = begin; r < end; ++r) {
+    const float2 v = lds2<T>(rows, r, lane);
+    ok = ok && isfinite(v.x) && isfinite(v.y);
+  }
+  return ok;
 }
 
 /// For a group of kN output rows (tile rows r_begin.., sequence positions pos0..) of a sequence
