@@ -287,6 +287,49 @@ TEST_P(Numerics, ZeroWeightTimesInfinityIsNaN) {
     }
 }
 
+// SiLU where z is infinite, as the formula computes it: y = z * sigmoid(z) is +inf at +inf and
+// NaN at -inf (-inf * 0), and silu'(z) = s (1 + z (1 - s)) is NaN at both (inf * 0), so dx and
+// the dweight / dbias sums over such a row are NaN; finite rows as the fp64 formula gives them.
+TEST_P(Numerics, SiluOfInfiniteSums) {
+  const Device device = GetParam();
+  const double inf = std::numeric_limits<double>::infinity();
+  const std::int64_t T = 6, C = 8;  // K = 1, weight 1, bias 0: z = x
+  const double xs[T] = {-inf, 2.0, inf, -3.0, 0.5, -0.75};
+  for (DType d : {DType::f32, DType::bf16, DType::f16})
+    for (bool inf_row : {true, false}) {
+      std::vector<double> x(T * C), dy(T * C, 1.0), w(C, 1.0), bias(C, 0.0);
+      for (std::int64_t t = 0; t < T; ++t)
+        for (std::int64_t c = 0; c < C; ++c) x[t * C + c] = inf_row || std::isfinite(xs[t]) ? xs[t] : 1.25;
+      const Tensor xt = upload(x, d, {1, T, C}, device), dyt = upload(dy, d, {1, T, C}, device);
+      const Tensor wt = upload(w, d, {C, 1}, device), bt = upload(bias, d, {C}, device);
+      const Tensor y(d, {1, T, C}, device), dx(d, {1, T, C}, device), dw(d, {C, 1}, device), db(d, {C}, device);
+      conv1d_forward({.x = xt, .weight = wt, .bias = bt.view(), .y = y, .activation = Activation::silu});
+      conv1d_backward({.x = xt, .weight = wt, .bias = bt.view(), .dy = dyt, .activation = Activation::silu, .dx = dx.view(),
+                       .dweight = dw.view(), .dbias = db.view()});
+      if (device.is_cuda()) synchronize(default_stream(device));
+      const Output yo = download(y), dxo = download(dx), dwo = download(dw), dbo = download(db);
+      const double tol = d == DType::f32 ? 1e-5 : d == DType::bf16 ? 1e-2 : 2e-3;
+      auto expect = [&](const char* what, double got, double want) {
+        const bool ok = std::isnan(want) ? std::isnan(got) : std::isinf(want) ? got == want : std::fabs(got - want) <= tol * (1 + std::fabs(want));
+        EXPECT_TRUE(ok) << what << ": got " << got << ", formula gives " << want << " (" << dtype_name(d) << ")";
+      };
+      double dw_sum = 0.0, db_sum = 0.0;
+      for (std::int64_t t = 0; t < T; ++t) {
+        const double z = x[t * C], s = 1.0 / (1.0 + std::exp(-z)), g = s * (1.0 + z * (1.0 - s));
+        dw_sum += z * g;
+        db_sum += g;
+        for (std::int64_t c = 0; c < C; ++c) {
+          expect("y", yo.value[t * C + c], z * s);
+          expect("dx", dxo.value[t * C + c], g);
+        }
+      }
+      for (std::int64_t c = 0; c < C; ++c) {
+        expect("dweight", dwo.value[c], dw_sum);
+        expect("dbias", dbo.value[c], db_sum);
+      }
+    }
+}
+
 #if SHORTCONV_TEST_CUDA
 // The CUDA tensor-core forward's 4-warp blocks (each warp two 8-channel groups) run only where
 // the pieces of 128 rows x 64 channels fill the SMs, larger than kShapes. There a non-finite x

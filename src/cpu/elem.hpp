@@ -2,10 +2,11 @@
 // 16-bit types are distinct tag structs so templates can dispatch on them.
 #pragma once
 
-#include <bit>
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "shortconv/dtype.hpp"
 #include "shortconv/half.hpp"
@@ -50,9 +51,11 @@ inline std::int64_t load_index(const void* p, DType dtype, std::int64_t i) {
 }
 
 /// exp(x) that the compiler can vectorise (libm's expf is a call): Cody-Waite reduction to
-/// r in [-ln2/2, ln2/2] and a degree-6 Taylor polynomial, within ~2 ulp of expf. NaN stays NaN.
-inline float exp_vec(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+/// r in [-ln2/2, ln2/2] and a degree-6 Taylor polynomial, within ~2 ulp of expf on [-87, 88].
+/// NaN stays NaN; past ln(FLT_MAX) the result is +inf, as expf's (so that silu(-inf) and
+/// silu'(-inf) are NaN, as z * sigmoid(z) is in the formula, and not -inf).
+inline float exp_vec(float x_in) {
+  const float x = std::min(std::max(x_in, -87.0f), 88.0f);
   const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.0f / 720;
@@ -63,7 +66,7 @@ inline float exp_vec(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const auto scale = std::bit_cast<float>(static_cast<std::int32_t>((static_cast<std::int32_t>(n) + 127) << 23));
-  return p * scale;
+  return x_in > 88.72283905f ? std::numeric_limits<float>::infinity() : p * scale;
 }
 
 /// silu(z) = z * sigmoid(z), and its derivative sigmoid(z) * (1 + z * (1 - sigmoid(z))).
