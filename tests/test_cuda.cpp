@@ -139,8 +139,8 @@ TEST(CudaVsCpu, ShortSequencesWithNonFiniteValuesAtTheirEdges) {
         dy[(cu[10] - 1) * C + 9] = nan;      // the last row of a 10-row sequence
         dy[(cu[21] + 2) * C + 65] = -inf;    // row 2 of a 37-row sequence, the second channel tile
         x[(cu[15] + 1) * C + 70] = -inf;     // row 1 of a 16-row sequence
-        w[40 * K] = inf;                     // tap 0: the oldest input (before position 0 near a start)
-        w[41 * K + K - 1] = nan;             // tap K-1: dx's term past the end near a sequence's end
+        w[40 * K] = inf;                     // tap 0: y's input before position 0 near a start, dx's dy past the end near an end
+        w[41 * K + K - 1] = nan;             // tap K-1: the current x and dy row, so the whole channel is NaN (nothing to leave out)
         const std::vector<double> poison(static_cast<std::size_t>(total * C), nan);
         auto run = [&](Device dev) {
           const Tensor xt = tensor_of(d, {1, total, C}, x, dev), dyt = tensor_of(d, {1, total, C}, dy, dev);
