@@ -1,12 +1,13 @@
 // Host-side checks of the tiled kernels' launch arithmetic (src/cuda/tiled.hpp): the runs of a
 // grid cover the flat rows exactly once, in order, whatever the shape, the resident blocks, the
-// waves, the run floor and the taper; and the tensor-core forward's weight layout
+// waves, the run floor and the taper; and the tensor-core forward's layout
 // (src/cuda/mma_forward_layout.hpp). Runs without a GPU: nothing here touches a device.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cuda/mma_forward_layout.hpp"
 #include "cuda/tiled.hpp"
@@ -115,45 +116,156 @@ TEST(TiledGrid, TaperedProblemsOfTheCudaSweep) {
   EXPECT_EQ(bwd.runs, 112 + 152);
 }
 
-// The tensor-core forward's A fragments (conv1d_fwd_mma.cu): for chunk j, lane (g, q) of a warp
-// holds the Toeplitz weights A_j[m][k] = w[K-1 + k - m - 16 j] at (m, k) = (g, 2q), (g+8, 2q) and
-// (g, 2q+8), each with the next tap in its high half. The kernel reads them as the 32-bit words
-// wi, wi - 4 and wi + 4 of the channel's even or odd copy (copy p, word i: taps w'[2i + p] and
-// w'[2i + p + 1], w'[n] = w[n - kWeightPad], 0 outside), with i0 = H + 2q - g + kWeightPad,
-// p = i0 & 1, wi = (i0 - 16 j - p) / 2. For every K the kernel takes: each word is the one the
-// fragment needs, inside its copy, and the 32 lanes' loads of one word hit distinct banks (or the
-// same word).
-TEST(TensorCoreForwardLayout, FragmentWordsAreInTheirCopyAndConflictFree) {
-  using mma_forward::kWeightPad;
+// The tensor-core forward (conv1d_fwd_mma.cu) computes output row t = 8m + n of a piece (tile row
+// Hp + t) as mma chunks j: A[m][k] = input row 16j + 8m + k, B[k][n] = w[16j + k - n + H - Hp]
+// (zero outside 0..H). For every K it takes: each (output, tap) of the contract meets its input
+// row exactly once, every other product has a zero weight, and the rows read lie in the stage
+// (the piece's rows, then the 8 zero rows).
+TEST(TensorCoreForwardLayout, ChunksMeetEveryTapOnce) {
   for (int K = static_cast<int>(kMmaMinK); K <= static_cast<int>(kTiledMaxK); ++K) {
     const mma_forward::Layout L = mma_forward::make_layout(K);
     ASSERT_EQ(L.H, K - 1);
-    ASSERT_GE(16 * (L.J - 1), L.H) << "K " << K << ": chunks short of the taps";
+    ASSERT_EQ(L.Hp % 8, 0) << "K " << K;
+    ASSERT_EQ(L.tile_rows, L.Hp + mma_forward::kRows) << "K " << K;
+    ASSERT_EQ(mma_forward::stage_rows(L), L.tile_rows + 8) << "K " << K;
+    for (int t = 0; t < mma_forward::kRows; ++t) {
+      const int m = t / 8, n = t % 8;
+      std::vector<int> met(K, 0);
+      for (int j = 0; j < L.J; ++j) {
+        for (int k = 0; k < 16; ++k) {
+          const int row = 16 * j + 8 * m + k, tap = 16 * j + k - n + L.H - L.Hp;
+          ASSERT_LT(row, mma_forward::stage_rows(L)) << "K " << K << " t " << t << " j " << j << " k " << k;
+          if (tap < 0 || tap > L.H) continue;  // a zero weight
+          EXPECT_EQ(row, L.Hp + t - L.H + tap) << "K " << K << " t " << t << " tap " << tap << ": not the contract's input";
+          ++met[tap];
+        }
+      }
+      for (int tap = 0; tap < K; ++tap) ASSERT_EQ(met[tap], 1) << "K " << K << " t " << t << " tap " << tap;
+    }
+  }
+}
+
+// Lane (g, q)'s B fragment of chunk j: b0 = B[2q..2q+1][g], b1 = B[2q+8..2q+9][g], read as the
+// channel's pairs 16j + 2q - g + 7 and 8 on (pair n: taps first_tap + n and the next). Every pair
+// is inside the channel's row, holds the fragment's taps, and the 32 lanes' loads hit distinct
+// banks or the same word.
+TEST(TensorCoreForwardLayout, WeightPairsAreTheFragmentsAndConflictFree) {
+  for (int K = static_cast<int>(kMmaMinK); K <= static_cast<int>(kTiledMaxK); ++K) {
+    const mma_forward::Layout L = mma_forward::make_layout(K);
     for (int j = 0; j < L.J; ++j) {
-      const int row_off[3] = {0, 8, 0}, col_off[3] = {0, 0, 8}, word_off[3] = {0, -4, 4};
-      for (int f = 0; f < 3; ++f) {
+      for (int half = 0; half < 2; ++half) {
         long bank_word[32];
         for (long& b : bank_word) b = -1;
         for (int lane = 0; lane < 32; ++lane) {
           const int g = lane / 4, q = lane % 4;
-          const int i0 = L.H + 2 * q - g + kWeightPad, p = i0 & 1, wi = (i0 - 16 * j - p) / 2;
-          const int word = wi + word_off[f];
-          ASSERT_GE(word, 0) << "K " << K << " j " << j << " lane " << lane;
-          ASSERT_LT(word, L.pairs) << "K " << K << " j " << j << " lane " << lane;
-          // The fragment's first tap, in w' indices, and the word's.
-          const int want = L.H + (2 * q + col_off[f]) - (g + row_off[f]) - 16 * j + kWeightPad;
-          EXPECT_EQ(2 * word + p, want) << "K " << K << " j " << j << " lane " << lane << " fragment " << f;
-          const long addr = static_cast<long>(p) * L.pairs + word;  // channel 0; others shift all lanes alike
-          long& seen = bank_word[addr % 32];
-          EXPECT_TRUE(seen < 0 || seen == addr) << "K " << K << " j " << j << " fragment " << f << ": lane " << lane
-                                                << " shares bank " << addr % 32 << " with another word";
-          seen = addr;
+          const int pair = 16 * j + 2 * q - g + 7 + 8 * half;
+          ASSERT_GE(pair, 0) << "K " << K << " j " << j << " lane " << lane;
+          ASSERT_LT(pair, L.pairs) << "K " << K << " j " << j << " lane " << lane;
+          const int want = 16 * j + (2 * q + 8 * half) - g + L.H - L.Hp;  // B[2q (+8)][g]
+          EXPECT_EQ(mma_forward::first_tap(L) + pair, want) << "K " << K << " j " << j << " lane " << lane;
+          long& seen = bank_word[pair % 32];
+          EXPECT_TRUE(seen < 0 || seen == pair) << "K " << K << " j " << j << ": lane " << lane << " shares a bank";
+          seen = pair;
+        }
+      }
+    }
+  }
+}
+
+// The in-place transposition, simulated on a host copy of one stage: for each 32-row step, lane l
+// addresses row 32u + l of its chunk (rows past the zero rows: zero row l % 8), ldmatrix .trans
+// then stmatrix at the same addresses transpose each 8x8 matrix (rows of 8 channels) in place.
+// Afterwards segment_offset(rb, ch, chunk) holds rows 8rb..8rb+7 of channel ch, for every row
+// block the fragments read (the zero block included), and the same byte address as the kernel's
+// XOR form (v ^ 16 ch) + 128 ch.
+TEST(TensorCoreForwardLayout, InPlaceTranspositionGivesTheSegments) {
+  for (int K : {24, 25, 32, 33, 40, 48, 57, 64, 100, 127, 128}) {
+    const mma_forward::Layout L = mma_forward::make_layout(K);
+    const int rows = mma_forward::stage_rows(L);
+    std::vector<int> stage(static_cast<std::size_t>(rows) * mma_forward::kChannels, -1);
+    auto value = [](int r, int c) { return r < 0 ? 0 : 1 + r * 64 + c; };  // distinct, non-zero in the tile
+    for (int r = 0; r < rows; ++r)
+      for (int chunk = 0; chunk < 8; ++chunk)
+        for (int e = 0; e < 8; ++e)
+          stage[mma_forward::chunk_offset(r, chunk) + e] = r < L.tile_rows ? value(r, 8 * chunk + e) : 0;
+    for (int chunk = 0; chunk < 8; ++chunk) {
+      for (int u = 0; u < (L.tile_rows + 31) / 32; ++u) {
+        for (int i = 0; i < 4; ++i) {  // matrix i of the x4: lanes 8i..8i+7
+          int addr[8];
+          for (int r = 0; r < 8; ++r) {
+            const int row = 32 * u + 8 * i + r;
+            addr[r] = mma_forward::chunk_offset(row < L.tile_rows + 8 ? row : L.tile_rows + r, chunk);
+          }
+          int m[8][8];
+          for (int r = 0; r < 8; ++r)
+            for (int c = 0; c < 8; ++c) m[r][c] = stage[addr[r] + c];
+          for (int r = 0; r < 8; ++r)
+            for (int c = 0; c < 8; ++c) stage[addr[r] + c] = m[c][r];
+        }
+      }
+      for (int rb = 0; rb <= L.tile_rows / 8; ++rb) {
+        for (int ch = 0; ch < 8; ++ch) {
+          const int off = mma_forward::segment_offset(rb, ch, chunk);
+          for (int e = 0; e < 8; ++e) {
+            const int r = 8 * rb + e;
+            ASSERT_EQ(stage[off + e], r < L.tile_rows ? value(r, 8 * chunk + ch) : 0)
+                << "K " << K << " chunk " << chunk << " row block " << rb << " channel " << ch << " element " << e;
+          }
+          const unsigned v = 1024u * rb + 16u * ((chunk ^ rb) & 7);
+          ASSERT_EQ((v ^ (16u * ch)) + 128u * ch, 2u * off) << "K " << K << " rb " << rb << " ch " << ch << " chunk " << chunk;
+        }
+      }
+    }
+  }
+}
+
+// The shared-memory accesses of one instruction, per 8-lane phase of 16-byte rows, fall in
+// distinct bank groups: the transposition (8 consecutive stage rows, one chunk), the fragment
+// ldmatrix (row blocks 2j + r + 8 (i & 1) + (i >> 1) of one channel, r = 0..7), and the staging of
+// y (rows 8g + 2q + (e & 1) + 64 (e >> 1) of lanes 8p..8p+7).
+TEST(TensorCoreForwardLayout, SharedAccessesAreConflictFree) {
+  auto distinct16 = [](const std::vector<long>& bytes) {  // 8 addresses of 16-byte segments
+    std::vector<int> seen(8, 0);
+    for (long b : bytes) {
+      if (b % 16 != 0) return false;
+      if (seen[(b / 16) % 8]++) return false;
+    }
+    return true;
+  };
+  for (int K = static_cast<int>(kMmaMinK); K <= static_cast<int>(kTiledMaxK); ++K) {
+    const mma_forward::Layout L = mma_forward::make_layout(K);
+    for (int chunk = 0; chunk < 8; ++chunk) {
+      for (int r0 = 0; r0 + 8 <= mma_forward::stage_rows(L); r0 += 8) {
+        std::vector<long> ld;
+        for (int r = 0; r < 8; ++r) ld.push_back(2L * mma_forward::chunk_offset(r0 + r, chunk));
+        EXPECT_TRUE(distinct16(ld)) << "K " << K << " transposition rows " << r0 << " chunk " << chunk;
+      }
+      for (int j = 0; j < L.J; ++j) {
+        for (int i = 0; i < 4; ++i) {
+          for (int ch = 0; ch < 8; ++ch) {
+            std::vector<long> frag;
+            for (int r = 0; r < 8; ++r) frag.push_back(2L * mma_forward::segment_offset(2 * j + r + 8 * (i & 1) + i / 2, ch, chunk));
+            EXPECT_TRUE(distinct16(frag)) << "K " << K << " fragment j " << j << " matrix " << i << " channel " << ch;
+          }
+        }
+      }
+      for (int e = 0; e < 4; ++e) {
+        for (int p = 0; p < 4; ++p) {
+          std::vector<long> st;
+          for (int lane = 8 * p; lane < 8 * p + 8; ++lane) {
+            const int t = 8 * (lane / 4) + 2 * (lane % 4) + (e & 1) + 64 * (e >> 1);
+            st.push_back(2L * mma_forward::chunk_offset(L.Hp + t, chunk));
+          }
+          EXPECT_TRUE(distinct16(st)) << "K " << K << " staging e " << e << " phase " << p << " chunk " << chunk;
         }
       }
     }
     // Two pipeline stages and the weights fit an H100's 227 KB a block at every width.
     EXPECT_LE(mma_forward::smem_bytes(L, 2), 227u * 1024) << "K " << K;
   }
+  // At K <= 32, four blocks of two stages fit an H100 SM's 228 KB (with 1 KB each the system
+  // keeps): 16 warps an SM.
+  EXPECT_LE(4 * (mma_forward::smem_bytes(mma_forward::make_layout(32), 2) + 1024), 228u * 1024);
 }
 
 }  // namespace

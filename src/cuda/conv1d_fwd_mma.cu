@@ -1,26 +1,35 @@
 // Tensor-core CUDA forward for 16-bit x and weights (bf16 or f16, f32 accumulation).
 //
-// Per channel the convolution is a banded Toeplitz product in time. Cut a run of 128 output
-// times into 8 blocks of 16 and the input into 16-row chunks: output block n takes input chunks
-// n, n-1, ..., n-(J-1) (J = 1 + ceil((K-1)/16)), and chunk j's contribution is one mma.sync
-// m16n8k16 whose A operand is a 16x16 Toeplitz slice of the weights
-//     A_j[m][k] = w[K-1 + k - m - 16 j]   (0 outside [0, K-1])
-// and whose B operand holds input time k of block n in column n. So one warp instruction does
-// 16 x 8 outputs x 16 taps of one channel, where the FMA kernels spend 128 x 16 / 32 = 64
-// instructions; at K = 64 that is 5 mma (plus loads) per 128 outputs instead of 256 FMAs.
+// Per channel the convolution is a banded Toeplitz product in time. Cut a piece of 128 output
+// rows into 16 blocks of 8: output row t = 8m + n takes input rows 8m + n - H .. 8m + n (H = K-1),
+// which for the whole block m lie in the Hp + 8 rows from 8m - Hp (Hp = H rounded up to 8). Cut
+// those into J = ceil((Hp + 8) / 16) chunks of 16; chunk j of every block is one mma.sync m16n8k16
+// of one channel:
+//     D[m][n] += sum_k A[m][k] B[k][n],  A[m][k] = x[8m + 16j + k - Hp],  B[k][n] = w[16j + k - n + H - Hp]
+// (B zero outside [0, H]). A is the data (a Hankel matrix: row m + 1 is row m moved 8 on) and B a
+// 16 x 8 Toeplitz slice of the weights, the same for every piece. One warp instruction does
+// 16 x 8 outputs x 16 taps, where the FMA kernels spend 128 x 16 / 32 = 64 instructions.
 //
 // Data movement follows the tiled forward (device/tile.cuh): a block owns 64 channels and a run
 // of tokens in pieces of <= 128 rows inside one sequence; each piece lands in shared memory with
-// Hp = 16 (J-1) halo rows (x, the state or zeros) through a cp.async pipeline of 3 stages, or 2
-// where 3 would cost a block an SM. Two block shapes: 4 warps owning two 8-channel groups each
-// (168 registers: 3 blocks an SM; at K = 32 three stages fit only 2, with 8 warps an SM and 0.5
-// eligible warps a scheduler: ncu, H100), or 8 warps owning one group each (128 registers, 2
-// blocks), taken where the 4-warp blocks get fewer than 3 an SM (K >= 58 on an H100: the tile
-// and the weights) or the pieces do not fill the SMs (twice the warps a piece). The tile's
-// 16-byte chunks are XOR-swizzled by row so that the warp's fragment loads (rows 16 apart, one
-// channel group) hit distinct banks. A thread's B fragment for 8 channels comes from four 16-byte
-// loads (times 2q, 2q+1, 2q+8, 2q+9 of its block, 8 channels each), and its accumulators hold
-// 8 channels of 4 output times, so results leave as whole 16-byte row segments: no transposes.
+// Hp halo rows (x, the state or zeros) through a cp.async pipeline (2 stages, or 3 where they
+// keep as many blocks an SM). The stage is channel-last, 16-byte chunks of 8 channels
+// XOR-swizzled by row (mma_forward_layout.hpp). A fragments want pairs of consecutive rows of one
+// channel, so each warp transposes its channel groups in place first: per 32 rows, one ldmatrix
+// .trans and one stmatrix at the same per-lane addresses turn 8 rows x 8 channels into 8
+// channels x 8 rows (segment_offset). Then a chunk's A fragment is one ldmatrix .x4 and its B
+// fragment two 32-bit loads of the channel's weight pairs: per mma 4 instructions, against ~11
+// (weight loads, register moves and byte permutes) in the earlier form that put the weights in A
+// and built the data operand from channel-last rows. The last chunk may read one row block past
+// the tile against zero weights: 8 zero rows after each stage keep those products finite.
+//
+// Two block shapes: 4 warps owning two 8-channel groups each, one group at a time (128
+// registers: 4 blocks an SM at K <= 33, where two stages and the weights take <= 56 KB), or 8
+// warps owning one group each (2 blocks), taken where the 4-warp blocks get fewer than 3 an SM or
+// the pieces do not fill the SMs (twice the warps a piece). Accumulator e of a lane is output row
+// 8g + 2q + (e & 1) + 64 (e >> 1) of its channel, so a lane holds 8 channels of a row: results
+// go back into the group's (dead) chunks of the stage as whole 16-byte segments, and the block
+// writes whole rows.
 //
 // The Toeplitz zeros multiply inputs outside each output's window, so a non-finite input would
 // leak into outputs the formula keeps finite. Any product with a non-finite operand leaves a
@@ -28,10 +37,8 @@
 // whose sums of a piece are not all finite, computes those outputs with the plain (masked) sum
 // instead, which follows the contract exactly.
 //
-// Status (H100, bf16, B=4 T=4096 C=4096, 21a725f): 0.131 ms at K = 24-32 (J = 3), 0.153 at
-// K = 48, 0.161 at K = 64 (55% of the copy floor), 0.172 at K = 80. y stores went 0.26 ms (fragment stores,
-// the two halves of each 32-byte sector far apart in time) -> 0.19 (halves back to back) -> 0.137
-// (staged in the tile, whole rows) at K = 4.
+// Status (H100, bf16, B=4 T=4096 C=4096; bench/NOTES.md v23): K = 32 0.1150 ms (78% of the copy
+// floor; 0.131 with the earlier form), K = 24 0.112, K = 48 0.138, K = 64 0.158, K = 128 0.212.
 //
 // Summation order differs from the FMA kernels (and from conv1d_update), so results agree with
 // them to rounding, not bitwise; ForwardParams::tensor_cores = false keeps the FMA kernels.
@@ -54,14 +61,16 @@ namespace {
 using detail::ForwardParams;
 using mma::mma16816;
 using mma::nonfinite_pair;
-using mma::pair_of;
+using mma::smem_address;
 using mma_forward::kChannels;
 using mma_forward::kRows;
-using mma_forward::kWeightPad;
+using mma_forward::chunk_offset;
+using mma_forward::first_tap;
 using mma_forward::Layout;
 using mma_forward::make_layout;
 using mma_forward::smem_bytes;
 using mma_forward::stage_bytes;
+using mma_forward::stage_rows;
 using mma_forward::weight_bytes;
 using tile::cp_async16;
 using tile::cp_async_commit;
@@ -73,12 +82,6 @@ using tile::RowSource;
 
 /// Threads of a block whose warps own `groups` 8-channel groups each (2: 4 warps, 1: 8 warps).
 constexpr int threads_of(int groups) { return 64 / 8 / groups * 32; }
-/// Rows of 64 16-bit channels are eight 16-byte chunks; chunk c of row r lives at c ^ swizzle(r).
-/// Bits 1-2 and 4 of the row: a quarter warp's fragment rows (2q + {0,1,8,9} in blocks g, g+1)
-/// then land in eight different chunks.
-__device__ __forceinline__ int swizzle(int r) { return ((r >> 1) & 3) | ((r >> 2) & 4); }
-__device__ __forceinline__ int chunk_offset(int r, int chunk) { return r * kChannels + ((chunk ^ swizzle(r)) * 8); }
-
 /// tile::load_rows into this kernel's swizzled 16-bit tile.
 template <class T, int kThreads>
 __device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, const SeqView& q, const Piece& pc, std::int64_t pos0,
@@ -87,31 +90,33 @@ __device__ __forceinline__ void load_piece(T* smem, const RowSource<T>& src, con
 }
 
 template <class T, int kStages, int kGroups>
-__global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void forward_mma_kernel(ForwardParams p, SeqView q, TiledGrid g, Layout L) {
+__global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void forward_mma_kernel(ForwardParams p, SeqView q, TiledGrid g, Layout L) {
   constexpr int kThreads = threads_of(kGroups);
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ bool staged[kChannels / 8];  // this piece's y of channel group i is in the tile
-  T* stage_base = reinterpret_cast<T*>(smem_raw);
-  unsigned* wsm = reinterpret_cast<unsigned*>(smem_raw + stage_bytes(L) * kStages);  // [64][2][pairs]
-  float* bsm = reinterpret_cast<float*>(smem_raw + stage_bytes(L) * kStages + weight_bytes(L));
-  const std::int64_t C = p.shape.channels;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int gq = lane / 4, qq = lane % 4;
+  // Stages at a 128-byte aligned shared address: the fragment addresses XOR their chunk bits.
+  unsigned char* smem = smem_raw + (((smem_address(smem_raw) + 127u) & ~127u) - smem_address(smem_raw));
+  T* stage_base = reinterpret_cast<T*>(smem);
+  unsigned* wsm = reinterpret_cast<unsigned*>(smem + stage_bytes(L) * kStages);  // [64][pairs]
+  float* bsm = reinterpret_cast<float*>(smem + stage_bytes(L) * kStages + weight_bytes(L));
+  bool* staged = reinterpret_cast<bool*>(bsm + kChannels);  // this piece's y of channel group i is in the tile
+  const std::int64_t C = p.shape.channels;
   RowSource<T> src{static_cast<const T*>(p.x), p.x_batch_stride, p.x_seq_stride, static_cast<const T*>(p.initial_state.data),
                    p.initial_state.batch_stride, p.initial_state.seq_stride, L.H};
   T* y = static_cast<T*>(p.y);
   const T* w = static_cast<const T*>(p.weight);
-  // Weight pair offsets of this lane's fragments: pair at index i0 - 8, i0, i0 + 8 with
-  // i0 = H - 16 j + 2q - g; all three share i0's parity, which picks the even or odd copy.
-  const int i0 = L.H + 2 * qq - gq + kWeightPad;  // (for j = 0, in w' indices)
-  const int parity = i0 & 1;
-  int b_off[kGroups][4];  // chunk 0's B rows of this lane, channel groups kGroups warp + h
-#pragma unroll
-  for (int h = 0; h < kGroups; ++h) {
-    constexpr int kC[4] = {0, 1, 8, 9};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) b_off[h][k] = chunk_offset(L.Hp + 16 * gq + 2 * qq + kC[k], warp * kGroups + h);
-  }
+  // The zero rows of every stage (written once: nothing else stores there), read after the
+  // first job's barrier.
+  for (int i = threadIdx.x; i < kStages * 64; i += kThreads)
+    *reinterpret_cast<uint4*>(stage_base + (i / 64) * stage_rows(L) * kChannels + (L.tile_rows + i % 64 / 8) * kChannels + i % 8 * 8) =
+        make_uint4(0u, 0u, 0u, 0u);
+  // Chunk j's A fragment: ldmatrix matrices a0..a3 are (output blocks 0-7, inputs 0-7), (8-15,
+  // 0-7), (0-7, 8-15), (8-15, 8-15) of the chunk, so row r of matrix i is the transposed segment
+  // of row block 2j + r + 8 (i & 1) + (i >> 1).
+  const int rb_lane = lane % 8 + 8 * ((lane / 8) & 1) + lane / 16;
+  const int quads = (L.tile_rows + 31) / 32;
+  const int w_lane = 2 * qq - gq + 7;  // b0 is pair 16j + w_lane of the channel, b1 the pair 8 on
 
   for (std::int64_t job = blockIdx.x; job < g.jobs; job += gridDim.x) {
     const std::int64_t c0 = (job % g.ctiles) * kChannels;
@@ -120,24 +125,25 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void for
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
     bool bad_weight = false;
-    // Even copy: (w'[2p], w'[2p+1]); odd copy: (w'[2p+1], w'[2p+2]). Two or four threads a
-    // channel, so a thread computes its channel's address once (the per-element 64-bit index math
-    // of one thread per (channel, pair) was 9% of the kernel's instructions at K = 32).
+    // Pair n of a channel is (w[k0 + n], w[k0 + n + 1]), k0 = first_tap(L), zeros outside the taps.
+    // Two or four threads a channel, so a thread computes its channel's address once (the
+    // per-element 64-bit index math of one thread per (channel, pair) was 9% of the kernel's
+    // instructions at K = 32).
     constexpr int kPerChannel = kThreads / kChannels;
     static_assert(kPerChannel * kChannels == kThreads, "whole threads a channel");
     {
       const int ch = static_cast<int>(threadIdx.x) / kPerChannel;
       const std::int64_t c = c0 + ch;
       const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
-      for (int pr = static_cast<int>(threadIdx.x) % kPerChannel; pr < L.pairs; pr += kPerChannel) {
-        unsigned h[3];
+      const int k0 = first_tap(L);
+      for (int n = static_cast<int>(threadIdx.x) % kPerChannel; n < L.pairs; n += kPerChannel) {
+        unsigned h[2];
 #pragma unroll
-        for (int e = 0; e < 3; ++e) {
-          const int k = 2 * pr + e - kWeightPad;
+        for (int e = 0; e < 2; ++e) {
+          const int k = k0 + n + e;
           h[e] = c < C && k >= 0 && k <= L.H ? wc[k * p.w_width_stride] : 0u;
         }
-        wsm[(ch * 2 + 0) * L.pairs + pr] = h[0] | (h[1] << 16);
-        wsm[(ch * 2 + 1) * L.pairs + pr] = h[1] | (h[2] << 16);
+        wsm[ch * L.pairs + n] = h[0] | (h[1] << 16);
         bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
       }
     }
@@ -154,7 +160,7 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void for
 #pragma unroll
     for (int st = 0; st < kStages - 1; ++st) {
       const Piece pc = producer.next();
-      if (pc.n > 0) load_piece<T, kThreads>(stage_base + st * L.tile_rows * kChannels, src, q, pc, (pc.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
+      if (pc.n > 0) load_piece<T, kThreads>(stage_base + st * stage_rows(L) * kChannels, src, q, pc, (pc.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
       cp_async_commit();
     }
     for (int it = 0;; ++it) {
@@ -167,85 +173,83 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void for
       {
         const Piece pn = producer.next();
         if (pn.n > 0)
-          load_piece<T, kThreads>(stage_base + ((it + kStages - 1) % kStages) * L.tile_rows * kChannels, src, q, pn,
+          load_piece<T, kThreads>(stage_base + ((it + kStages - 1) % kStages) * stage_rows(L) * kChannels, src, q, pn,
                                   (pn.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
         cp_async_commit();
       }
 
-      T* tile = stage_base + (it % kStages) * L.tile_rows * kChannels;
+      T* tile = stage_base + (it % kStages) * stage_rows(L) * kChannels;
+      const unsigned tile_s = smem_address(tile);
       const T* rows = tile;
       const int lead = static_cast<int>(pc.pos & 15);  // output t of the tile is position pc.pos - lead + t
       const std::int64_t base = pc.pos - lead;
-      float acc[kGroups][8][4];  // from the bias: the mma adds the terms onto it
-#pragma unroll
-      for (int h = 0; h < kGroups; ++h)
-#pragma unroll
-        for (int ch = 0; ch < 8; ++ch) acc[h][ch][0] = acc[h][ch][1] = acc[h][ch][2] = acc[h][ch][3] = bsm[(warp * kGroups + h) * 8 + ch];
-      // B rows 2q, 2q+1, 2q+8, 2q+9 of block g, chunk j: rows Hp + 16 (g - j) + 2q + {0, 1, 8, 9}.
-      // 16 rows down flips bit 2 of the swizzle: chunk j's offsets are chunk 0's minus 1024 j,
-      // XOR 32 for odd j (the offsets computed row by row were 60 of ~530 instructions a chunk).
-      for (int j = 0; j < L.J; ++j) {
-        const int wi = (i0 - 16 * j - parity) / 2;  // pair index of i0 in its copy
-        const int shift = -j * 16 * kChannels, flip = (j & 1) * 32;
-#pragma unroll
-        for (int h = 0; h < kGroups; ++h) {
-          const int grp = warp * kGroups + h;  // channels past C are zeros in the tile and the weights
-          const uint4 v0 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][0] + shift) ^ flip));
-          const uint4 v1 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][1] + shift) ^ flip));
-          const uint4 v8 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][2] + shift) ^ flip));
-          const uint4 v9 = *reinterpret_cast<const uint4*>(rows + ((b_off[h][3] + shift) ^ flip));
-#pragma unroll
-          for (int ch = 0; ch < 8; ++ch) {
-            const unsigned* wc = wsm + ((grp * 8 + ch) * 2 + parity) * L.pairs + wi;
-            const unsigned a[4] = {wc[0], wc[-4], wc[4], wc[0]};
-            mma16816<T>(acc[h][ch], a, pair_of(v0, v1, ch), pair_of(v8, v9, ch));
-          }
-        }
-      }
-      // The Toeplitz zeros multiply inputs outside each output's window; any product with a
-      // non-finite operand leaves a non-finite sum, so a group whose sums are not all finite
-      // (acc * 0 summed: NaN) is recomputed term by term below. (Checking the B operands instead
-      // was 32 packed FMAs a chunk.)
       bool exact[kGroups];
       int nch[kGroups];
 #pragma unroll
       for (int h = 0; h < kGroups; ++h) {
+        const int grp = warp * kGroups + h;  // channels past C are zeros in the tile and the weights
+        // The group's chunks, transposed in place 32 rows at a time: ldmatrix .trans gives lane
+        // (g, q) channel g of rows 8rb + 2q, +1, and stmatrix puts row block rb of channel g where
+        // row 8rb + g was: the same address per lane (segment_offset). Lanes past the zero rows
+        // rewrite zeros.
+        for (int u = 0; u < quads; ++u) {
+          const int r = 32 * u + lane;
+          const unsigned addr = tile_s + 2 * chunk_offset(r < L.tile_rows + 8 ? r : L.tile_rows + lane % 8, grp);
+          unsigned v[4];
+          mma::ldsm_x4_trans(v, addr);
+          mma::stsm_x4(addr, v);
+        }
+        __syncwarp();
+        float acc[8][4];  // from the bias: the mma adds the terms onto it
+#pragma unroll
+        for (int ch = 0; ch < 8; ++ch) acc[ch][0] = acc[ch][1] = acc[ch][2] = acc[ch][3] = bsm[grp * 8 + ch];
+        const unsigned* wg = wsm + grp * 8 * L.pairs + w_lane;
+#pragma unroll 2
+        for (int j = 0; j < L.J; ++j) {
+          // Segment (ch, rb) is at byte 1024 rb + 128 ch + 16 (grp ^ ch ^ (rb & 7)) of the tile,
+          // whose shared address is 128-byte aligned: (v ^ 16 ch) + 128 ch.
+          const int rb = 2 * j + rb_lane;
+          const unsigned v = tile_s + 1024u * rb + 16u * ((grp ^ rb) & 7);
+#pragma unroll
+          for (int ch = 0; ch < 8; ++ch) {
+            unsigned a[4];
+            mma::ldsm_x4(a, (v ^ (16u * ch)) + 128u * ch);
+            const unsigned* wc = wg + ch * L.pairs + 16 * j;
+            mma16816<T>(acc[ch], a, wc[0], wc[8]);
+          }
+        }
+        // The Toeplitz zeros multiply inputs outside each output's window; any product with a
+        // non-finite operand leaves a non-finite sum, so a group whose sums are not all finite
+        // (acc * 0 summed: NaN) is recomputed term by term below.
         float chk = 0.0f;
 #pragma unroll
         for (int ch = 0; ch < 8; ++ch)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) chk = fmaf(acc[h][ch][e], 0.0f, chk);
+          for (int e = 0; e < 4; ++e) chk = fmaf(acc[ch][e], 0.0f, chk);
         exact[h] = bad_weight || __any_sync(0xffffffffu, chk != 0.0f);
-        nch[h] = static_cast<int>(max64(0, min64(8, C - (c0 + (warp * kGroups + h) * 8))));
-      }
-      // y goes back into the warp's own chunks of the tile (no other warp reads them), then the
-      // block writes whole rows: a warp's fragment stores would touch 32 rows each (0.26 ms for
-      // K = 4 with half-sector stores, 0.19 ms with whole sectors; H100, B=4 T=4096 C=4096).
-      // Accumulator e of channel ch is output time 16 (2q + (e & 1)) + g + 8 (e >> 1).
-      __syncwarp();
+        nch[h] = static_cast<int>(max64(0, min64(8, C - (c0 + grp * 8))));
+        if (lane == 0) staged[grp] = !exact[h];
+        if (exact[h]) continue;
+        // y goes back into the group's chunks of the tile (no other warp reads them, and the
+        // fragments above have read them), then the block writes whole rows. Accumulator e of
+        // channel ch is output row 8g + 2q + (e & 1) + 64 (e >> 1), so a lane holds 8 channels of
+        // one row: one 16-byte store.
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int t = 16 * (2 * qq + (e & 1)) + gq + 8 * (e >> 1);
-        if (t < lead || t >= lead + pc.n) continue;
-#pragma unroll
-        for (int h = 0; h < kGroups; ++h) {
-          if (exact[h]) continue;
+        for (int e = 0; e < 4; ++e) {
+          const int t = 8 * gq + 2 * qq + (e & 1) + 64 * (e >> 1);
+          if (t < lead || t >= lead + pc.n) continue;
           unsigned out[4];
 #pragma unroll
           for (int ch = 0; ch < 8; ch += 2) {
-            float a = acc[h][ch][e], b = acc[h][ch + 1][e];
+            float a = acc[ch][e], b = acc[ch + 1][e];
             if (p.silu) {
               a = silu_f(a);
               b = silu_f(b);
             }
             out[ch / 2] = pack2<T>(a, b);
           }
-          *reinterpret_cast<uint4*>(tile + chunk_offset(L.Hp + t, warp * kGroups + h)) = make_uint4(out[0], out[1], out[2], out[3]);
+          *reinterpret_cast<uint4*>(tile + chunk_offset(L.Hp + t, grp)) = make_uint4(out[0], out[1], out[2], out[3]);
         }
-      }
-      if (lane == 0) {
-#pragma unroll
-        for (int h = 0; h < kGroups; ++h) staged[warp * kGroups + h] = !exact[h];
       }
 #pragma unroll
       for (int h = 0; h < kGroups; ++h) {
@@ -262,7 +266,7 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 3 : 2) void for
           float a = bsm[grp * 8 + ch];
           for (int k = k0; k <= L.H; ++k) {
             const int r = L.Hp + t - L.H + k;
-            const float xv = to_f32(rows[r * kChannels + ((grp ^ swizzle(r)) * 8) + ch]);
+            const float xv = to_f32(rows[mma_forward::segment_offset(r / 8, ch, grp) + r % 8]);
             a = fmaf(to_f32(w[(cg + ch) * p.w_channel_stride + k * p.w_width_stride]), xv, a);
           }
           if (p.silu) a = silu_f(a);
@@ -320,8 +324,7 @@ struct MmaConfig {
   std::int64_t blocks = 0;
 };
 
-/// 2 stages where they keep more blocks an SM than 3 do, else 3. (4-warp blocks run only with 3
-/// an SM, which 3 stages never fit in 228 KB: their 3-stage kernel serves devices with more.)
+/// 2 stages where they keep more blocks an SM than 3 do, else 3.
 template <class T, int kGroups>
 MmaConfig pick_stages(const Layout& L, int device) {
   const std::int64_t blocks3 = blocks_per_sm<T, 3, kGroups>(L, device), blocks2 = blocks_per_sm<T, 2, kGroups>(L, device);
@@ -387,9 +390,9 @@ bool forward_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
     const Layout L = make_layout(static_cast<int>(K));
     const std::array<MmaConfig, 2> configs = mma_configs<T>(L, p.device_index);
     // 4-warp blocks where an SM holds 3 of them and the pieces fill the SMs; else 8-warp blocks
-    // (twice the warps a piece). H100, bf16: K = 32 0.1305 ms with 3 blocks of 4 warps against
-    // 0.137 with 2 of 8; K = 64 (2 blocks of 4 warps) 0.180 against 0.166; (1,512,1024,32),
-    // 64 pieces of 64 channels x 128 rows, 0.0084 against 0.0073.
+    // (twice the warps a piece). H100, bf16, the earlier form of the kernel: K = 32 0.1305 ms
+    // with 3 blocks of 4 warps against 0.137 with 2 of 8; K = 64 (2 blocks of 4 warps) 0.180
+    // against 0.166; (1,512,1024,32), 64 pieces of 64 channels x 128 rows, 0.0084 against 0.0073.
     const std::int64_t pieces = (p.shape.channels + kChannels - 1) / kChannels * ((rows + kRows - 1) / kRows);
     const bool four_warps =
         configs[1].stages == 0 || (configs[0].blocks >= 3 && pieces >= sm_count(p.device_index));

@@ -28,6 +28,34 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
 #undef SHORTCONV_MMA
 }
 
+/// The 32-bit shared-space address of a pointer into shared memory (for ldmatrix / stmatrix).
+__device__ __forceinline__ unsigned smem_address(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+
+/// ldmatrix .x4: four 8x8 matrices of 16-bit values; lane l gives the address of row l % 8 of
+/// matrix l / 8 (16 bytes each), and lane (g, q) receives row g, columns 2q and 2q + 1 of each.
+__device__ __forceinline__ void ldsm_x4(unsigned (&v)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+               : "r"(addr)
+               : "memory");
+}
+
+/// ldmatrix .x4 .trans: as ldsm_x4, but lane (g, q) receives column g, rows 2q and 2q + 1.
+__device__ __forceinline__ void ldsm_x4_trans(unsigned (&v)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+               : "r"(addr)
+               : "memory");
+}
+
+/// stmatrix .x4 (sm_90): the inverse of ldsm_x4; lane (g, q)'s v[i] goes to row g, columns 2q
+/// and 2q + 1 of matrix i, whose row r lane 8i + r addresses.
+__device__ __forceinline__ void stsm_x4(unsigned addr, const unsigned (&v)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v[0]), "r"(v[1]), "r"(v[2]),
+               "r"(v[3])
+               : "memory");
+}
+
 /// (channel ch of row `lo`, channel ch of row `hi`) as one 32-bit operand, from two 16-byte
 /// segments of 8 channels each: the 16-bit halves of word ch/2 of the two rows.
 __device__ __forceinline__ unsigned pair_of(const uint4& lo, const uint4& hi, int ch) {
