@@ -37,8 +37,9 @@
 // whose sums of a piece are not all finite, computes those outputs with the plain (masked) sum
 // instead, which follows the contract exactly.
 //
-// Status (H100, bf16, B=4 T=4096 C=4096; bench/NOTES.md v23): K = 32 0.1150 ms (78% of the copy
-// floor; 0.131 with the earlier form), K = 24 0.112, K = 48 0.138, K = 64 0.158, K = 128 0.212.
+// Status (H100, bf16, B=4 T=4096 C=4096; bench/NOTES.md v23-v24): K = 32 0.1105 ms (81% of the
+// copy floor; 0.131 with the earlier form), K = 24 0.110, K = 48 0.130, K = 64 0.144, K = 128
+// 0.203.
 //
 // Summation order differs from the FMA kernels (and from conv1d_update), so results agree with
 // them to rounding, not bitwise; ForwardParams::tensor_cores = false keeps the FMA kernels.
@@ -124,35 +125,8 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
     // test_tiled_grid.cu), and run_range here cost the 3-stage kernel 12 more bytes of spills.
     const std::int64_t r0 = (job / g.ctiles) * g.run_rows;
     const std::int64_t r1 = min64(g.rows, r0 + g.run_rows);
-    bool bad_weight = false;
-    // Pair n of a channel is (w[k0 + n], w[k0 + n + 1]), k0 = first_tap(L), zeros outside the taps.
-    // Two or four threads a channel, so a thread computes its channel's address once (the
-    // per-element 64-bit index math of one thread per (channel, pair) was 9% of the kernel's
-    // instructions at K = 32).
-    constexpr int kPerChannel = kThreads / kChannels;
-    static_assert(kPerChannel * kChannels == kThreads, "whole threads a channel");
-    {
-      const int ch = static_cast<int>(threadIdx.x) / kPerChannel;
-      const std::int64_t c = c0 + ch;
-      const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
-      const int k0 = first_tap(L);
-      for (int n = static_cast<int>(threadIdx.x) % kPerChannel; n < L.pairs; n += kPerChannel) {
-        unsigned h[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int k = k0 + n + e;
-          h[e] = c < C && k >= 0 && k <= L.H ? wc[k * p.w_width_stride] : 0u;
-        }
-        wsm[ch * L.pairs + n] = h[0] | (h[1] << 16);
-        bad_weight |= nonfinite_pair<T>(h[0] | (h[1] << 16));
-      }
-    }
-    for (int i = threadIdx.x; i < kChannels; i += kThreads) {
-      const std::int64_t c = c0 + i;
-      bsm[i] = p.bias != nullptr && c < C ? load_any(p.bias, p.bdtype, c * p.bias_stride) : 0.0f;
-    }
-    bad_weight = __syncthreads_or(bad_weight) != 0;
-
+    // The first pieces' copies go out before the weights and the bias are staged, so their
+    // loads overlap (every block starts a job at about the same time: two waves).
     // Pieces start at positions that are multiples of 16 (a run's first piece computes from the
     // block start and stores from its own), so every output's sum is grouped by its position in
     // the sequence alone: equal whatever the run boundaries, the batch layout or cu_seqlens.
@@ -163,6 +137,40 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
       if (pc.n > 0) load_piece<T, kThreads>(stage_base + st * stage_rows(L) * kChannels, src, q, pc, (pc.pos & ~15LL) - L.Hp, L.tile_rows, c0, C);
       cp_async_commit();
     }
+    const int bias_ch = static_cast<int>(threadIdx.x);
+    const float bias = bias_ch < kChannels && p.bias != nullptr && c0 + bias_ch < C ? load_any(p.bias, p.bdtype, (c0 + bias_ch) * p.bias_stride) : 0.0f;
+    bool bad_weight = false;
+    // Pair n of a channel is (w[k0 + n], w[k0 + n + 1]), k0 = first_tap(L), zeros outside the
+    // taps. Two or four threads a channel, each owning a run of its pairs: a thread computes its
+    // channel's address once (the per-element 64-bit index math of one thread per (channel, pair)
+    // was 9% of the kernel's instructions at K = 32) and loads each of its taps once, 17 in
+    // flight (one round trip for 16 pairs, not 4 as the compiler batched a pair a step).
+    constexpr int kPerChannel = kThreads / kChannels;
+    static_assert(kPerChannel * kChannels == kThreads, "whole threads a channel");
+    {
+      const int ch = static_cast<int>(threadIdx.x) / kPerChannel;
+      const std::int64_t c = c0 + ch;
+      const auto* wc = reinterpret_cast<const unsigned short*>(w) + (c < C ? c : 0) * p.w_channel_stride;
+      const int k0 = first_tap(L), span = (L.pairs + kPerChannel - 1) / kPerChannel;
+      const int n_begin = static_cast<int>(threadIdx.x) % kPerChannel * span, n_end = min(L.pairs, n_begin + span);
+      for (int n0 = n_begin; n0 < n_end; n0 += 16) {
+        unsigned h[17];
+#pragma unroll
+        for (int e = 0; e < 17; ++e) {
+          const int k = k0 + n0 + e;
+          h[e] = c < C && n0 + e <= n_end && k >= 0 && k <= L.H ? wc[k * p.w_width_stride] : 0u;
+        }
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+          if (n0 + e >= n_end) break;
+          wsm[ch * L.pairs + n0 + e] = h[e] | (h[e + 1] << 16);
+          bad_weight |= nonfinite_pair<T>(h[e] | (h[e + 1] << 16));
+        }
+      }
+    }
+    if (bias_ch < kChannels) bsm[bias_ch] = bias;
+    bad_weight = __syncthreads_or(bad_weight) != 0;
+
     for (int it = 0;; ++it) {
       const Piece pc = consumer.next();
       if (pc.n == 0) break;
@@ -200,12 +208,13 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
           mma::stsm_x4(addr, v);
         }
         __syncwarp();
-        float acc[8][4];  // from the bias: the mma adds the terms onto it
-#pragma unroll
-        for (int ch = 0; ch < 8; ++ch) acc[ch][0] = acc[ch][1] = acc[ch][2] = acc[ch][3] = bsm[grp * 8 + ch];
+        // Chunk j of the group's channels. The sums start from chunk 0's products (no
+        // accumulator input: setting 32 accumulators to the bias took ~70 register moves a group
+        // and piece, as the compiler copied them for each entry to the unrolled loop); the bias
+        // joins at the end.
+        float acc[8][4];
         const unsigned* wg = wsm + grp * 8 * L.pairs + w_lane;
-#pragma unroll 2
-        for (int j = 0; j < L.J; ++j) {
+        auto chunk = [&](int j, bool first) {
           // Segment (ch, rb) is at byte 1024 rb + 128 ch + 16 (grp ^ ch ^ (rb & 7)) of the tile,
           // whose shared address is 128-byte aligned: (v ^ 16 ch) + 128 ch.
           const int rb = 2 * j + rb_lane;
@@ -215,18 +224,27 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
             unsigned a[4];
             mma::ldsm_x4(a, (v ^ (16u * ch)) + 128u * ch);
             const unsigned* wc = wg + ch * L.pairs + 16 * j;
-            mma16816<T>(acc[ch], a, wc[0], wc[8]);
+            if (first) {
+              mma::mma16816_first<T>(acc[ch], a, wc[0], wc[8]);
+            } else {
+              mma16816<T>(acc[ch], a, wc[0], wc[8]);
+            }
           }
-        }
+        };
+        chunk(0, true);
+#pragma unroll 2
+        for (int j = 1; j < L.J; ++j) chunk(j, false);
         // The Toeplitz zeros multiply inputs outside each output's window; any product with a
         // non-finite operand leaves a non-finite sum, so a group whose sums are not all finite
-        // (acc * 0 summed: NaN) is recomputed term by term below.
-        float chk = 0.0f;
+        // (acc * 0 summed: NaN) is recomputed term by term below. Four chains, not one of 32
+        // dependent FMAs.
+        float chk[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int ch = 0; ch < 8; ++ch)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) chk = fmaf(acc[ch][e], 0.0f, chk);
-        exact[h] = bad_weight || __any_sync(0xffffffffu, chk != 0.0f);
+          for (int e = 0; e < 4; ++e) chk[e] = fmaf(acc[ch][e], 0.0f, chk[e]);
+        chk[0] += chk[1] + (chk[2] + chk[3]);
+        exact[h] = bad_weight || __any_sync(0xffffffffu, chk[0] != 0.0f);
         nch[h] = static_cast<int>(max64(0, min64(8, C - (c0 + grp * 8))));
         if (lane == 0) staged[grp] = !exact[h];
         if (exact[h]) continue;
@@ -234,6 +252,9 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
         // fragments above have read them), then the block writes whole rows. Accumulator e of
         // channel ch is output row 8g + 2q + (e & 1) + 64 (e >> 1), so a lane holds 8 channels of
         // one row: one 16-byte store.
+        float bias[8];
+#pragma unroll
+        for (int ch = 0; ch < 8; ++ch) bias[ch] = bsm[grp * 8 + ch];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int t = 8 * gq + 2 * qq + (e & 1) + 64 * (e >> 1);
@@ -241,7 +262,7 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
           unsigned out[4];
 #pragma unroll
           for (int ch = 0; ch < 8; ch += 2) {
-            float a = acc[ch][e], b = acc[ch + 1][e];
+            float a = acc[ch][e] + bias[ch], b = acc[ch + 1][e] + bias[ch + 1];
             if (p.silu) {
               a = silu_f(a);
               b = silu_f(b);
@@ -285,20 +306,30 @@ __global__ __launch_bounds__(threads_of(kGroups), kGroups == 2 ? 4 : 2) void for
           // only ever formed for rows of the piece (no pointer past y's last row).
           T* yp = y + q.offset(pc.s, pc.first, base + t0, p.y_batch_stride, p.y_seq_stride) + cg;
           const std::int64_t step = p.y_seq_stride * (kThreads / 8);
-          for (int t = t0;; yp += step) {
-            const uint4 v = *reinterpret_cast<const uint4*>(rows + chunk_offset(L.Hp + t, chunk));
+          auto store = [&](T* dst, const uint4& v) {
             if (n8 == 8) {
-              *reinterpret_cast<uint4*>(yp) = v;
+              *reinterpret_cast<uint4*>(dst) = v;
             } else {
               const unsigned words[4] = {v.x, v.y, v.z, v.w};
-              auto* yh = reinterpret_cast<unsigned short*>(yp);
+              auto* yh = reinterpret_cast<unsigned short*>(dst);
 #pragma unroll
               for (int ch = 0; ch < 8; ++ch) {
                 if (ch < n8) yh[ch] = static_cast<unsigned short>(words[ch / 2] >> (16 * (ch & 1)));
               }
             }
-            t += kThreads / 8;
-            if (t >= lead + pc.n) break;
+          };
+          // Two rows a step, both read before either is stored (one row a step waited on each
+          // shared load: the top stall of the kernel, ncu at K = 32).
+          const int t_end = lead + pc.n;
+          for (int t = t0;; t += kThreads / 4) {
+            const bool two = t + kThreads / 8 < t_end;
+            const uint4 v0 = *reinterpret_cast<const uint4*>(rows + chunk_offset(L.Hp + t, chunk));
+            uint4 v1{};
+            if (two) v1 = *reinterpret_cast<const uint4*>(rows + chunk_offset(L.Hp + t + kThreads / 8, chunk));
+            store(yp, v0);
+            if (two) store(yp + step, v1);
+            if (t + kThreads / 4 >= t_end) break;
+            yp += 2 * step;
           }
         }
       }
@@ -389,13 +420,13 @@ bool forward_mma(const ForwardParams& p, const SeqView& q, std::int64_t rows) {
       return false;
     const Layout L = make_layout(static_cast<int>(K));
     const std::array<MmaConfig, 2> configs = mma_configs<T>(L, p.device_index);
-    // 4-warp blocks where an SM holds 3 of them and the pieces fill the SMs; else 8-warp blocks
-    // (twice the warps a piece). H100, bf16, the earlier form of the kernel: K = 32 0.1305 ms
+    // 4-warp blocks where they keep as many warps an SM as 8-warp blocks and the pieces fill
+    // the SMs; else 8-warp blocks (twice the warps a piece). H100, bf16, the earlier form of the kernel: K = 32 0.1305 ms
     // with 3 blocks of 4 warps against 0.137 with 2 of 8; K = 64 (2 blocks of 4 warps) 0.180
     // against 0.166; (1,512,1024,32), 64 pieces of 64 channels x 128 rows, 0.0084 against 0.0073.
     const std::int64_t pieces = (p.shape.channels + kChannels - 1) / kChannels * ((rows + kRows - 1) / kRows);
     const bool four_warps =
-        configs[1].stages == 0 || (configs[0].blocks >= 3 && pieces >= sm_count(p.device_index));
+        configs[1].stages == 0 || (4 * configs[0].blocks >= 8 * configs[1].blocks && pieces >= sm_count(p.device_index));
     if (four_warps) {
       if (configs[0].stages == 0) return false;
       launch_mma<T, 2>(p, q, rows, L, configs[0].stages);

@@ -28,6 +28,22 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
 #undef SHORTCONV_MMA
 }
 
+/// d = A B for one m16n8k16 tile (no accumulator input: the first product of a sum).
+template <class T>
+__device__ __forceinline__ void mma16816_first(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  const float z = 0.0f;
+#define SHORTCONV_MMA(TY)                                                                                                 \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n" \
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                                    \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z))
+  if constexpr (std::is_same_v<T, __half>) {
+    SHORTCONV_MMA("f16");
+  } else {
+    SHORTCONV_MMA("bf16");
+  }
+#undef SHORTCONV_MMA
+}
+
 /// The 32-bit shared-space address of a pointer into shared memory (for ldmatrix / stmatrix).
 __device__ __forceinline__ unsigned smem_address(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
 
