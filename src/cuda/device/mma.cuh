@@ -10,16 +10,16 @@
 
 namespace shortconv::cuda::mma {
 
-/// d += A B for one m16n8k16 tile of T (bf16 or f16), f32 accumulators. Fragment layout (g =
+/// d = A B + C for one m16n8k16 tile of T (bf16 or f16), f32 accumulators. Fragment layout (g =
 /// lane / 4, q = lane % 4): a = {A[g][2q..2q+1], A[g+8][2q..], A[g][2q+8..], A[g+8][2q+8..]},
-/// b0 = B[2q..2q+1][g], b1 = B[2q+8..2q+9][g], d = {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]};
-/// each 32-bit operand holds the lower index in its low half.
+/// b0 = B[2q..2q+1][g], b1 = B[2q+8..2q+9][g], d = {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]}
+/// and c likewise; each 32-bit operand holds the lower index in its low half.
 template <class T>
-__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, const float (&c)[4]) {
 #define SHORTCONV_MMA(TY)                                                                                                 \
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n" \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                    \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n" \
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                                    \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]))
   if constexpr (std::is_same_v<T, __half>) {
     SHORTCONV_MMA("f16");
   } else {
@@ -28,20 +28,18 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
 #undef SHORTCONV_MMA
 }
 
-/// d = A B for one m16n8k16 tile (no accumulator input: the first product of a sum).
+/// d += A B (the accumulators are C).
+template <class T>
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  const float c[4] = {d[0], d[1], d[2], d[3]};
+  mma16816<T>(d, a, b0, b1, c);
+}
+
+/// d = A B (no accumulator input: the first product of a sum).
 template <class T>
 __device__ __forceinline__ void mma16816_first(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  const float z = 0.0f;
-#define SHORTCONV_MMA(TY)                                                                                                 \
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n" \
-               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                                    \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z))
-  if constexpr (std::is_same_v<T, __half>) {
-    SHORTCONV_MMA("f16");
-  } else {
-    SHORTCONV_MMA("bf16");
-  }
-#undef SHORTCONV_MMA
+  const float zeros[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  mma16816<T>(d, a, b0, b1, zeros);
 }
 
 /// The 32-bit shared-space address of a pointer into shared memory (for ldmatrix / stmatrix).
